@@ -1,0 +1,200 @@
+"""Spike trains to binned population windows (pure numpy; no SpikeInterface, no torch).
+
+One recording segment of one population is a :class:`SpikeTrainSet`: a list of sorted spike
+times in seconds, one array per unit. Windows are binned lazily, one at a time, so memory does not
+grow with the recording length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+
+__all__ = [
+    "WindowSpec",
+    "SpikeTrainSet",
+    "ViewPair",
+    "inference_window_starts",
+    "sample_view_pair",
+]
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """Time discretisation shared by every method.
+
+    Parameters
+    ----------
+    bin_s : float, default: 0.02
+        Bin width in seconds (NuCLR: 20 ms).
+    token_bins : int, default: 50
+        Bins per token (NuCLR: 1 s tokens).
+    window_tokens : int, default: 10
+        Tokens per window (NuCLR: 10 s windows).
+    """
+
+    bin_s: float = 0.02
+    token_bins: int = 50
+    window_tokens: int = 10
+
+    @property
+    def window_bins(self) -> int:
+        return self.token_bins * self.window_tokens
+
+    @property
+    def window_s(self) -> float:
+        return self.window_bins * self.bin_s
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class SpikeTrainSet:
+    """Spike times of all units of one population during one continuous segment.
+
+    Parameters
+    ----------
+    spike_times : sequence of np.ndarray
+        One 1-D array of spike times in seconds per unit, sorted ascending, within ``[0, duration]``.
+    duration : float
+        Length of the segment in seconds.
+    unit_ids : sequence, optional
+        Identifiers of the units, only used in error messages. Default: positions.
+
+    Raises
+    ------
+    ValueError
+        If there are no units, the duration is not a positive finite number, or a unit has
+        non-finite, unsorted or out-of-range spike times.
+    """
+
+    def __init__(self, spike_times: Sequence[np.ndarray], duration: float, unit_ids: Sequence | None = None):
+        duration = float(duration)
+        if not np.isfinite(duration) or duration <= 0:
+            raise ValueError(f"duration must be a positive finite number of seconds, got {duration!r}")
+        if len(spike_times) == 0:
+            raise ValueError("the population has no units: give at least one spike train")
+        unit_ids = list(range(len(spike_times))) if unit_ids is None else list(unit_ids)
+        if len(unit_ids) != len(spike_times):
+            raise ValueError(f"{len(unit_ids)} unit ids for {len(spike_times)} spike trains")
+        trains = []
+        for uid, times in zip(unit_ids, spike_times):
+            times = np.asarray(times, dtype=np.float64).ravel()
+            if times.size:
+                if not np.all(np.isfinite(times)):
+                    raise ValueError(f"unit {uid!r} has non-finite spike times (NaN or inf); remove them first")
+                if np.any(np.diff(times) < 0):
+                    raise ValueError(f"unit {uid!r} has unsorted spike times; sort each spike train ascending")
+                if times[0] < 0 or times[-1] > duration:
+                    raise ValueError(
+                        f"unit {uid!r} has spike times outside [0, {duration:g}] s "
+                        f"(first {times[0]:g} s, last {times[-1]:g} s); check the duration and time origin"
+                    )
+            trains.append(times)
+        self.spike_times = trains
+        self.duration = duration
+        self.unit_ids = unit_ids
+
+    @property
+    def num_units(self) -> int:
+        return len(self.spike_times)
+
+    def spike_counts(self) -> np.ndarray:
+        """Number of spikes of each unit, shape ``(num_units,)``."""
+        return np.array([t.size for t in self.spike_times], dtype=np.int64)
+
+    def bin(self, start_s: float, num_bins: int, bin_s: float, unit_indices: np.ndarray | None = None) -> np.ndarray:
+        """Spike counts in ``num_bins`` bins of ``bin_s`` seconds from ``start_s``.
+
+        Returns
+        -------
+        np.ndarray
+            float32 array of shape ``(len(unit_indices), num_bins)``; bin ``k`` counts spikes with
+            ``floor((t - start_s) / bin_s) == k``.
+        """
+        if unit_indices is None:
+            unit_indices = np.arange(self.num_units)
+        stop_s = start_s + num_bins * bin_s
+        out = np.zeros((len(unit_indices), num_bins), dtype=np.float32)
+        for row, unit in enumerate(unit_indices):
+            times = self.spike_times[unit]
+            lo, hi = np.searchsorted(times, (start_s, stop_s), side="left")
+            if hi > lo:
+                idx = np.floor((times[lo:hi] - start_s) / bin_s).astype(np.int64)
+                np.clip(idx, 0, num_bins - 1, out=idx)
+                out[row] = np.bincount(idx, minlength=num_bins)
+        return out
+
+    def active_units(self, start_s: float, stop_s: float) -> np.ndarray:
+        """Indices of the units with at least one spike in ``[start_s, stop_s)``."""
+        active = [
+            u
+            for u, times in enumerate(self.spike_times)
+            if np.searchsorted(times, start_s, "left") < np.searchsorted(times, stop_s, "left")
+        ]
+        return np.asarray(active, dtype=np.int64)
+
+
+def inference_window_starts(duration: float, window_s: float) -> np.ndarray:
+    """Start times of the non-overlapping windows that tile ``[0, duration]`` (the last partial one is dropped)."""
+    num = int(np.floor(duration / window_s + 1e-9))
+    return np.arange(num, dtype=np.float64) * window_s
+
+
+@dataclass
+class ViewPair:
+    """Two windows of the same population for self-supervised training.
+
+    ``counts1`` has shape ``(len(units1), window_bins)``; ``units1`` indexes the units of the
+    source :class:`SpikeTrainSet` (same for view 2). A unit present in both views is a positive pair.
+    """
+
+    counts1: np.ndarray
+    units1: np.ndarray
+    counts2: np.ndarray
+    units2: np.ndarray
+
+
+def _keep_random_subset(rng: np.random.Generator, units: np.ndarray, min_keep: float, max_units: int) -> np.ndarray:
+    n = len(units)
+    k = int(rng.integers(int(np.floor(min_keep * n)), n + 1)) if n else 0
+    k = min(max(k, 1 if n else 0), max_units)
+    return np.sort(rng.choice(units, size=k, replace=False)) if k else units[:0]
+
+
+def sample_view_pair(
+    rng: np.random.Generator,
+    trains: SpikeTrainSet,
+    spec: WindowSpec,
+    max_shift_s: float = 30.0,
+    min_keep: float = 0.5,
+    max_units: int = 64,
+    min_shared_units: int = 2,
+) -> ViewPair | None:
+    """Draw two windows of one population, as NuCLR does.
+
+    View 1 starts uniformly in the segment; view 2 starts within ``max_shift_s`` of it. Each view keeps
+    the units active in it, then an independent random ``min_keep``–100 % of them, capped at
+    ``max_units``. Returns None when fewer than ``min_shared_units`` units are in both views.
+    """
+    window_s = spec.window_s
+    if trains.duration < window_s:
+        return None
+    start1 = rng.uniform(0.0, trains.duration - window_s)
+    lo = max(0.0, start1 - max_shift_s)
+    hi = min(trains.duration - window_s, start1 + max_shift_s)
+    start2 = rng.uniform(lo, hi)
+    units = []
+    for start in (start1, start2):
+        active = trains.active_units(start, start + window_s)
+        units.append(_keep_random_subset(rng, active, min_keep, max_units))
+    if np.intersect1d(units[0], units[1]).size < min_shared_units:
+        return None
+    return ViewPair(
+        counts1=trains.bin(start1, spec.window_bins, spec.bin_s, units[0]),
+        units1=units[0],
+        counts2=trains.bin(start2, spec.window_bins, spec.bin_s, units[1]),
+        units2=units[1],
+    )
