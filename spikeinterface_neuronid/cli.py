@@ -1,0 +1,233 @@
+"""Command line: ``neuronid demo`` and ``neuronid pretrain``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["main", "run_demo", "DEMO_ANIMALS"]
+
+#: Simulated animals used by the demo; the default model is pretrained on other animal seeds.
+DEMO_ANIMALS = (1000, 1001, 1002, 1003)
+
+
+def _parse_range(text: str) -> list[int]:
+    """``"0-15"`` or ``"0,3,7"`` or ``"0-3,10"`` -> list of ints."""
+    values: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            values.extend(range(int(lo), int(hi) + 1))
+        elif part:
+            values.append(int(part))
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected animal ids like '0-15' or '0,3,7', got {text!r}")
+    return values
+
+
+def run_demo(
+    output: str | Path = "neuronid_demo_output",
+    preset: str = "easy",
+    animals: Sequence[int] = DEMO_ANIMALS,
+    model: str = "default",
+    progress_bar: bool = True,
+) -> dict:
+    """Simulate held-out animals, embed their units, probe cell types on an unseen animal.
+
+    The linear probe (StandardScaler + balanced logistic regression) is trained on the units of all
+    animals but the last and tested on the last one, which the default model never saw in pretraining.
+
+    Parameters
+    ----------
+    output : str | Path, default: "neuronid_demo_output"
+        Folder for ``demo_metrics.json`` and ``embedding_map.png``.
+    preset : str, default: "easy"
+        Simulator preset.
+    animals : sequence of int, default: DEMO_ANIMALS
+        Animal seeds; the last one is the test animal.
+    model : str, default: "default"
+        Model to embed with.
+    progress_bar : bool, default: True
+        Show progress bars.
+
+    Returns
+    -------
+    dict
+        The metrics written to ``demo_metrics.json``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import spikeinterface.core as si
+
+    import spikeinterface_neuronid  # noqa: F401  (registers the extension)
+
+    from ._io import write_json
+    from .evaluation import linear_probe
+    from .inference import resolve_model
+    from .plots import plot_embedding_map, save_figure
+    from .simulate import simulate_sorting
+
+    if len(animals) < 2:
+        raise ValueError("the demo needs at least two animals: probe training animals and one test animal")
+    output = Path(output)
+    bundle = resolve_model(model)
+    seen = set(bundle.provenance.get("animals", [])) if bundle.provenance.get("preset") else set()
+    overlap = sorted(seen & set(animals))
+    if overlap:
+        raise ValueError(f"animals {overlap} were used to pretrain the model; choose held-out animal seeds")
+
+    t0 = time.perf_counter()
+    embeddings, cell_types, animal_of = [], [], []
+    for animal in animals:
+        print(f"simulating animal {animal} ({preset}) ...", flush=True)
+        recording, sorting = simulate_sorting(preset, animal=animal, session=0, with_recording=True)
+        analyzer = si.create_sorting_analyzer(sorting, recording, format="memory", sparse=False)
+        ext = analyzer.compute("neuron_embedding", model=model, progress_bar=progress_bar, n_jobs=-1)
+        embeddings.append(ext.get_data())
+        cell_types.append(np.asarray(analyzer.sorting.get_property("cell_type")).astype(str))
+        animal_of.append(np.full(analyzer.get_num_units(), animal))
+    x, y, animal_of = np.concatenate(embeddings), np.concatenate(cell_types), np.concatenate(animal_of)
+    test = animal_of == animals[-1]
+    result = linear_probe(x[~test], y[~test], x[test], y[test])
+    elapsed = time.perf_counter() - t0
+
+    print(f"\nCell types of unseen animal {animals[-1]} (probe trained on animals {list(animals[:-1])}):")
+    print(result.table())
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    ok = np.all(np.isfinite(x), axis=1)
+    plot_embedding_map(x[ok], y[ok], ax=axes[0], title=f"All {ok.sum()} units, true type")
+    test_ok = ok & test
+    plot_embedding_map(
+        x[test_ok], result.predictions, ax=axes[1], title=f"Animal {animals[-1]}, predicted type"
+    )
+    fig.suptitle(f"neuron_embedding ({bundle.name}), simulated '{preset}' animals never seen in pretraining")
+    figure = save_figure(fig, output / "embedding_map.png")
+    plt.close(fig)
+
+    metrics = dict(
+        task="cell_type",
+        preset=preset,
+        probe_animals=[int(a) for a in animals[:-1]],
+        test_animal=int(animals[-1]),
+        model=bundle.name,
+        model_sha256=bundle.sha256,
+        num_train_units=int((~test).sum()),
+        num_test_units=int(test.sum()),
+        seconds=round(elapsed, 1),
+        **result.to_dict(),
+    )
+    write_json(output / "demo_metrics.json", metrics)
+    print(f"\nmacro-F1 {result.macro_f1:.3f}, balanced accuracy {result.balanced_accuracy:.3f} in {elapsed:.0f} s")
+    print(f"wrote {figure} and {output / 'demo_metrics.json'}")
+    return metrics
+
+
+def _pretrain_command(args: argparse.Namespace) -> int:
+    from . import training
+    from .corpus import spike_train_corpus
+    from .inference import resolve_model
+
+    provenance: dict = {}
+    if args.simulated:
+        from .simulate import simulate_dataset
+
+        sessions = simulate_dataset(
+            args.simulated, animals=args.animals, sessions_per_animal=args.sessions, progress_bar=True
+        )
+        from .data import SpikeTrainSet
+
+        corpus = [SpikeTrainSet(s.spike_times, s.duration) for s in sessions]
+        provenance = dict(
+            data="simulated Izhikevich populations (spikeinterface_neuronid.simulate)",
+            preset=args.simulated,
+            animals=list(args.animals),
+            sessions_per_animal=args.sessions,
+            num_sessions=len(corpus),
+            num_units=int(sum(s.num_units for s in corpus)),
+        )
+    else:
+        import spikeinterface.core as si
+
+        if not args.inputs:
+            print("give analyzer folders to pretrain on, or --simulated PRESET", file=sys.stderr)
+            return 2
+        import spikeinterface_neuronid  # noqa: F401
+
+        analyzers = [si.load_sorting_analyzer(p, load_extensions=False) for p in args.inputs]
+        corpus = spike_train_corpus(analyzers)
+        provenance = dict(data="sorting analyzers", sources=[str(p) for p in args.inputs], num_sessions=len(corpus))
+    provenance["command"] = "neuronid " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("neuronid") else None
+    init = resolve_model(args.init) if args.init else None
+    config = None
+    if init is None:
+        from .methods import get_method
+
+        method = get_method(args.method)
+        config = getattr(method.Config, args.config)()
+    bundle, history = training.pretrain(
+        corpus,
+        config=config,
+        method=args.method,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        init=init,
+        device=args.device,
+        name=args.name,
+        provenance=provenance,
+    )
+    path = bundle.save(args.output)
+    losses = np.asarray(history["loss"])
+    k = max(1, len(losses) // 10)
+    print(f"loss {losses[:k].mean():.3f} -> {losses[-k:].mean():.3f}; wrote {path} (sha256 {bundle.sha256[:12]}…)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``neuronid`` console script."""
+    parser = argparse.ArgumentParser(prog="neuronid", description="Neuron identity from population spiking activity.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="simulate held-out animals, embed, and predict cell types of an unseen one")
+    demo.add_argument("-o", "--output", default="neuronid_demo_output", help="output folder")
+    demo.add_argument("--preset", default="easy", help="simulator preset (default: easy)")
+    demo.add_argument("--model", default="default", help="model file (default: the shipped model)")
+    demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    pre = sub.add_parser("pretrain", help="self-supervised pretraining of an embedding model")
+    pre.add_argument("inputs", nargs="*", help="SortingAnalyzer folders to pretrain on")
+    pre.add_argument("--simulated", metavar="PRESET", help="pretrain on simulated animals of this preset instead")
+    pre.add_argument("--animals", type=_parse_range, default=list(range(16)), help="simulated animal seeds, e.g. 0-15")
+    pre.add_argument("--sessions", type=int, default=2, help="simulated sessions per animal")
+    pre.add_argument("--method", default="nuclr")
+    pre.add_argument("--config", default="cpu", help="config preset of the method: cpu or paper")
+    pre.add_argument("--init", help="model to fine-tune from ('default' or a path)")
+    pre.add_argument("--steps", type=int, default=2000)
+    pre.add_argument("--batch-size", type=int, default=8)
+    pre.add_argument("--lr", type=float, default=1e-3)
+    pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument("--device", default="cpu")
+    pre.add_argument("--name", default="neuronid-model")
+    pre.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
+
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        metrics = run_demo(args.output, preset=args.preset, model=args.model, progress_bar=not args.no_progress)
+        return 0 if np.isfinite(metrics["macro_f1"]) else 1
+    if args.command == "pretrain":
+        return _pretrain_command(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""SpikeInterface sortings and analyzers as model input (spike trains in seconds, one set per segment).
+
+This is the one place that turns SpikeInterface objects into :class:`~spikeinterface_neuronid.data.SpikeTrainSet`;
+the torch code never sees SpikeInterface.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .data import SpikeTrainSet
+
+__all__ = ["sorting_to_spike_train_sets", "analyzer_to_spike_train_sets", "spike_train_corpus"]
+
+
+def sorting_to_spike_train_sets(sorting, num_samples_per_segment: Sequence[int]) -> list[SpikeTrainSet]:
+    """One :class:`SpikeTrainSet` per segment of a SpikeInterface sorting.
+
+    Parameters
+    ----------
+    sorting : BaseSorting
+        The sorting.
+    num_samples_per_segment : sequence of int
+        Length of each segment in samples (e.g. ``sorting_analyzer.get_num_samples(i)``).
+
+    Returns
+    -------
+    list of SpikeTrainSet
+        Spike times in seconds from the start of each segment, units in ``sorting.unit_ids`` order.
+    """
+    fs = float(sorting.get_sampling_frequency())
+    if sorting.get_num_units() == 0:
+        raise ValueError("the sorting has no units: there is nothing to embed")
+    unit_ids = list(sorting.unit_ids)
+    segments = []
+    for segment_index, num_samples in enumerate(num_samples_per_segment):
+        trains = [
+            np.asarray(sorting.get_unit_spike_train(unit_id, segment_index=segment_index), dtype=np.int64) / fs
+            for unit_id in unit_ids
+        ]
+        segments.append(SpikeTrainSet(trains, duration=num_samples / fs, unit_ids=unit_ids))
+    return segments
+
+
+def analyzer_to_spike_train_sets(sorting_analyzer) -> list[SpikeTrainSet]:
+    """One :class:`SpikeTrainSet` per segment of a ``SortingAnalyzer`` (works without its recording)."""
+    num_samples = [sorting_analyzer.get_num_samples(i) for i in range(sorting_analyzer.get_num_segments())]
+    return sorting_to_spike_train_sets(sorting_analyzer.sorting, num_samples)
+
+
+def _segments_of(source) -> list[SpikeTrainSet]:
+    if isinstance(source, SpikeTrainSet):
+        return [source]
+    if hasattr(source, "get_num_samples") and hasattr(source, "sorting"):
+        return analyzer_to_spike_train_sets(source)
+    if hasattr(source, "get_unit_spike_train"):
+        num_samples = []
+        spikes = None
+        for segment_index in range(source.get_num_segments()):
+            if source.has_recording():
+                num_samples.append(source.get_num_samples(segment_index))
+                continue
+            spikes = source.to_spike_vector() if spikes is None else spikes
+            in_segment = spikes["sample_index"][spikes["segment_index"] == segment_index]
+            num_samples.append(int(in_segment.max()) + 1 if in_segment.size else 0)
+        return sorting_to_spike_train_sets(source, num_samples)
+    raise TypeError(
+        f"cannot read spike trains from {type(source).__name__}; give a SortingAnalyzer, a BaseSorting or a SpikeTrainSet"
+    )
+
+
+def spike_train_corpus(sources: Sequence) -> list[SpikeTrainSet]:
+    """Flatten analyzers, sortings or spike-train sets into a training corpus, one item per segment.
+
+    For a sorting without a registered recording the segment is taken to end at its last spike.
+    """
+    corpus = []
+    for source in sources:
+        corpus.extend(_segments_of(source))
+    return corpus

@@ -1,0 +1,218 @@
+"""Embedding a population with a trained model (torch; knows nothing of SpikeInterface).
+
+Each recording segment is tiled with non-overlapping windows. In every window, the units with at
+least one spike form the population context the encoder attends over; a unit's embedding is the mean
+of its per-window vectors over all windows where it was active (NuCLR's inference rule).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .bundle import ModelBundle
+from .data import SpikeTrainSet, WindowSpec, inference_window_starts
+
+__all__ = ["EmbeddingResult", "embed_populations", "resolve_model", "default_model_path", "window_spec_of"]
+
+DEFAULT_MODEL_FILE = "neuronid-default.safetensors"
+_MODEL_CACHE: dict[tuple[str, float], ModelBundle] = {}
+
+
+def default_model_path() -> Path:
+    """Path of the default pretrained model shipped inside the package."""
+    return Path(__file__).parent / "default_model" / DEFAULT_MODEL_FILE
+
+
+def resolve_model(model: str | Path | ModelBundle | None = "default") -> ModelBundle:
+    """Return a :class:`ModelBundle` for ``"default"``, a path to a ``.safetensors`` model file, or a bundle.
+
+    Loaded files are cached by path and modification time, so repeated calls do not re-read them.
+    """
+    if isinstance(model, ModelBundle):
+        return model
+    path = default_model_path() if model in (None, "default") else Path(model).expanduser()
+    if not path.is_file():
+        if model in (None, "default"):
+            raise FileNotFoundError(
+                f"the default model file is missing from the installation ({path}); reinstall "
+                "spikeinterface-neuronid or pass model=<path to a .safetensors model>"
+            )
+        raise FileNotFoundError(f"model file not found: {path}; pass 'default' or the path of a .safetensors model")
+    key = (str(path.resolve()), path.stat().st_mtime)
+    if key not in _MODEL_CACHE:
+        _MODEL_CACHE[key] = ModelBundle.load(path)
+    return _MODEL_CACHE[key]
+
+
+def window_spec_of(bundle: ModelBundle) -> WindowSpec:
+    """The window discretisation a model was trained with."""
+    cfg = bundle.config
+    return WindowSpec(bin_s=cfg.bin_s, token_bins=cfg.token_bins, window_tokens=cfg.window_tokens)
+
+
+@dataclass
+class EmbeddingResult:
+    """Per-unit embeddings of one population.
+
+    Attributes
+    ----------
+    embedding : np.ndarray
+        float32, shape ``(num_units, dim)``; rows of units never active in a full window are NaN.
+    num_windows : np.ndarray
+        int64, shape ``(num_units,)``: number of windows each unit's embedding averages over.
+    """
+
+    embedding: np.ndarray
+    num_windows: np.ndarray
+
+    @property
+    def embedded(self) -> np.ndarray:
+        """Boolean mask of the units that have an embedding (at least one active window)."""
+        return self.num_windows > 0
+
+
+def _context_groups(active: np.ndarray, max_units: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Split the active units of one window into random groups of at most ``max_units`` units.
+
+    Spatial attention is quadratic in the number of units; random, balanced groups bound its cost
+    for very large populations (thousands of Neuropixels units) while keeping a population context.
+    """
+    if len(active) <= max_units:
+        return [active]
+    num_groups = int(np.ceil(len(active) / max_units))
+    shuffled = rng.permutation(active)
+    return [np.sort(g) for g in np.array_split(shuffled, num_groups)]
+
+
+def _iter_samples(
+    segments: Sequence[SpikeTrainSet], spec: WindowSpec, max_units: int, seed: int
+) -> Iterator[tuple[int, float, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    for seg_index, trains in enumerate(segments):
+        for start in inference_window_starts(trains.duration, spec.window_s):
+            active = trains.active_units(start, start + spec.window_s)
+            if len(active) == 0:
+                continue
+            for group in _context_groups(active, max_units, rng):
+                yield seg_index, float(start), group
+
+
+@contextlib.contextmanager
+def torch_threads(num_threads: int | None):
+    """Temporarily set the number of torch intra-op threads (``None`` leaves it unchanged)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if num_threads is not None and num_threads > 0:
+        torch.set_num_threads(int(num_threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def embed_populations(
+    model: str | Path | ModelBundle | None,
+    segments: Sequence[SpikeTrainSet],
+    *,
+    batch_size: int = 16,
+    max_context_units: int | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    num_threads: int | None = None,
+    progress_bar: bool = False,
+) -> EmbeddingResult:
+    """Embed every unit of one population recorded in one or more segments.
+
+    Parameters
+    ----------
+    model : str | Path | ModelBundle | None
+        ``"default"`` (or None) for the shipped model, a path to a model file, or a loaded bundle.
+    segments : sequence of SpikeTrainSet
+        The segments of one recording; all must hold the same units in the same order.
+    batch_size : int, default: 16
+        Number of (window, unit group) samples per forward pass.
+    max_context_units : int | None, default: None
+        Largest number of units attended over together; larger windows are split into random groups.
+        None uses the model's ``max_context_units``.
+    seed : int, default: 0
+        Seed of the random grouping (only used when a window has more than ``max_context_units`` units).
+    device : str, default: "cpu"
+        Torch device.
+    num_threads : int | None, default: None
+        Torch CPU threads for the duration of the call.
+    progress_bar : bool, default: False
+        Show a tqdm progress bar over windows.
+
+    Returns
+    -------
+    EmbeddingResult
+
+    Raises
+    ------
+    ValueError
+        If there are fewer than two units, segments disagree on the units, or no segment is at least
+        one window long.
+    """
+    import torch
+
+    bundle = resolve_model(model)
+    spec = window_spec_of(bundle)
+    if len(segments) == 0:
+        raise ValueError("no recording segment given")
+    num_units = segments[0].num_units
+    if any(s.num_units != num_units for s in segments):
+        raise ValueError("all segments must hold the same units in the same order")
+    if num_units < 2:
+        raise ValueError(
+            f"the population has {num_units} unit; embeddings are learned from population context and need "
+            "at least 2 units recorded together (preferably tens)"
+        )
+    total = sum(s.duration for s in segments)
+    if all(s.duration < spec.window_s for s in segments):
+        raise ValueError(
+            f"the recording ({total:.3g} s) is shorter than one {spec.window_s:g} s window of the model: "
+            f"each segment must last at least {spec.window_s:g} s"
+        )
+    max_units = int(max_context_units or bundle.config.max_context_units)
+    if max_units < 1:
+        raise ValueError(f"max_context_units must be >= 1, got {max_units}")
+
+    encoder = bundle.encoder().to(device)
+    sums = np.zeros((num_units, bundle.config.dim), dtype=np.float64)
+    counts = np.zeros(num_units, dtype=np.int64)
+    samples = list(_iter_samples(segments, spec, max_units, seed))
+
+    progress = None
+    if progress_bar:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=len(samples), desc="neuron_embedding", unit="window")
+    with torch_threads(num_threads), torch.inference_mode():
+        for first in range(0, len(samples), batch_size):
+            batch = samples[first : first + batch_size]
+            width = max(len(units) for _, _, units in batch)
+            x = np.zeros((len(batch), width, spec.window_bins), dtype=np.float32)
+            mask = np.zeros((len(batch), width), dtype=bool)
+            for row, (seg_index, start, units) in enumerate(batch):
+                x[row, : len(units)] = segments[seg_index].bin(start, spec.window_bins, spec.bin_s, units)
+                mask[row, : len(units)] = True
+            out = encoder(torch.from_numpy(x).to(device), torch.from_numpy(mask).to(device))
+            out = out.detach().to("cpu", torch.float64).numpy()
+            for row, (_, _, units) in enumerate(batch):
+                np.add.at(sums, units, out[row, : len(units)])
+                np.add.at(counts, units, 1)
+            if progress is not None:
+                progress.update(len(batch))
+    if progress is not None:
+        progress.close()
+
+    embedding = np.full(sums.shape, np.nan, dtype=np.float32)
+    seen = counts > 0
+    embedding[seen] = (sums[seen] / counts[seen, None]).astype(np.float32)
+    return EmbeddingResult(embedding=embedding, num_windows=counts)
