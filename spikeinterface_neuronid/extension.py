@@ -66,12 +66,15 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
     need_recording = False
     use_nodepipeline = False
     need_job_kwargs = True
+    _resolved_params = ("model_name", "model_sha256", "method")
 
     @classmethod
     def get_required_dependencies(cls, **params):
         # The only hook that runs before SpikeInterface wipes a previous result: reject typos here.
+        # SpikeInterface also calls it with the stored params, which add the resolved model's provenance.
         allowed = set(inspect.signature(cls._set_params).parameters) - {"self"}
-        unknown = sorted(set(params) - allowed)
+        allowed_stored = allowed | set(cls._resolved_params)
+        unknown = sorted(set(params) - allowed_stored)
         if unknown:
             raise TypeError(
                 f"compute('neuron_embedding') got unknown parameter(s) {unknown}; valid parameters are {sorted(allowed)}"
