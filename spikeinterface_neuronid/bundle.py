@@ -1,0 +1,385 @@
+"""The model file: one ``.safetensors`` file holding weights and a JSON description.
+
+Layout
+------
+* **Tensors**, named ``<section>.<parameter>``: ``encoder.*`` (always) and ``projector.*`` (the training
+  head, kept so a model can be fine-tuned). A later version adds task heads as ``head.<task>.*`` with
+  their class names in the metadata; sections are listed in one place (:data:`SECTIONS`).
+* **Metadata**: the safetensors header's ``__metadata__`` (str -> str) has one key,
+  ``"spikeinterface_neuronid"``, whose value is a JSON document::
+
+      {"format": "spikeinterface_neuronid.model", "format_version": 1, "method": "nuclr",
+       "config": {...}, "name": "...", "package_version": "0.1.0", "created": "2026-...Z",
+       "provenance": {...}, "sha256": "<hex>"}
+
+* ``sha256`` is the checksum of the **weights**: SHA-256 over every tensor in sorted name order, each as
+  ``name``, dtype, shape and byte length on one header line followed by its raw little-endian bytes
+  (:func:`weights_sha256`). It does not cover the JSON document, so renaming a model or editing its
+  provenance keeps its identity.
+
+Loading never unpickles anything: the header is parsed as JSON and the tensors are read by safetensors.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import struct
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors.torch import load as _safetensors_load
+from safetensors.torch import save as _safetensors_save
+from torch import nn
+
+from ._io import atomic_path
+from .methods import get_method
+
+__all__ = ["ModelBundle", "ModelFileNotFoundError", "weights_sha256", "FORMAT", "FORMAT_VERSION", "SECTIONS"]
+
+FORMAT = "spikeinterface_neuronid.model"
+FORMAT_VERSION = 1
+METADATA_KEY = "spikeinterface_neuronid"
+#: Tensor name prefixes a model file may hold (task heads will add ``"head"``).
+SECTIONS = ("encoder", "projector")
+
+
+class ModelFileNotFoundError(FileNotFoundError, ValueError):
+    """The model file does not exist (both a FileNotFoundError and a ValueError)."""
+
+
+def weights_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of named tensors: names, dtypes, shapes and bytes, in sorted name order.
+
+    Parameters
+    ----------
+    tensors : mapping of str to torch.Tensor
+        Flat tensor dict, as stored in the file (e.g. ``"encoder.read_in.weight"``).
+
+    Returns
+    -------
+    str
+        Hex digest.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        data = tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        header = f"{name}\t{dtype}\t{list(tensor.shape)}\t{len(data)}\n"
+        digest.update(header.encode("utf-8"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _package_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _copy_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").clone().contiguous() for k, v in state.items()}
+
+
+def _check_state(section: str, expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor]) -> None:
+    """Raise a ValueError naming the first key that is missing, unexpected or of the wrong shape."""
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    problems = []
+    if missing:
+        problems.append(f"missing weights {[f'{section}.{k}' for k in missing]}")
+    if unexpected:
+        problems.append(f"unexpected weights {[f'{section}.{k}' for k in unexpected]}")
+    for key in sorted(set(expected) & set(got)):
+        if tuple(got[key].shape) != tuple(expected[key].shape):
+            problems.append(
+                f"weight '{section}.{key}' has shape {tuple(got[key].shape)} but the config expects "
+                f"{tuple(expected[key].shape)}"
+            )
+    if problems:
+        raise ValueError("the weights do not match the config: " + "; ".join(problems))
+
+
+class ModelBundle:
+    """A trained model: method name, config, weights, name and provenance.
+
+    Parameters
+    ----------
+    method : str
+        Registered method name (see :func:`~spikeinterface_neuronid.methods.get_method`).
+    config : dataclass or dict
+        The method's config (a dict is read with ``Config.from_dict``).
+    state_dict : mapping of str to torch.Tensor
+        Encoder weights (``encoder.state_dict()``); copied to CPU.
+    projector_state_dict : mapping of str to torch.Tensor | None, default: None
+        Training projector weights, kept for fine-tuning.
+    name : str, default: "neuronid-model"
+        Human-readable model name.
+    provenance : dict | None, default: None
+        JSON-serialisable description of how the model was made (data, training settings, ...).
+    created : str | None, default: None
+        ISO 8601 creation time; None means now.
+    package_version : str | None, default: None
+        Version of spikeinterface-neuronid that made the model; None means the running one.
+
+    Raises
+    ------
+    ValueError
+        If the method is unknown, the config invalid, the weights do not fit the config (naming the key
+        and both shapes) or the provenance is not JSON-serialisable.
+    """
+
+    def __init__(
+        self,
+        method: str,
+        config: Any,
+        state_dict: Mapping[str, torch.Tensor],
+        projector_state_dict: Mapping[str, torch.Tensor] | None = None,
+        name: str = "neuronid-model",
+        provenance: dict | None = None,
+        created: str | None = None,
+        package_version: str | None = None,
+    ):
+        module = get_method(method)
+        if isinstance(config, dict):
+            config = module.Config.from_dict(config)
+        if not isinstance(config, module.Config):
+            raise ValueError(f"config must be a {module.Config.__name__} or a dict, got {type(config).__name__}")
+        provenance = dict(provenance or {})
+        try:
+            json.dumps(provenance)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"provenance must be JSON-serialisable: {err}") from None
+        self.method = method
+        self.config = config
+        self.name = str(name)
+        self.provenance = provenance
+        self.created = created or _utc_now()
+        self.package_version = package_version or _package_version()
+        self.state_dict = _copy_state(state_dict)
+        self.projector_state_dict = None if projector_state_dict is None else _copy_state(projector_state_dict)
+        with torch.device("meta"):  # shapes only: no memory, no draw from torch's global RNG
+            _check_state("encoder", module.build_encoder(config).state_dict(), self.state_dict)
+            if self.projector_state_dict is not None:
+                _check_state("projector", module.build_projector(config).state_dict(), self.projector_state_dict)
+        self._sha256: str | None = None
+        self._encoder: nn.Module | None = None
+
+    @classmethod
+    def from_modules(
+        cls,
+        method: str,
+        config: Any,
+        encoder: nn.Module,
+        projector: nn.Module | None = None,
+        name: str = "neuronid-model",
+        provenance: dict | None = None,
+    ) -> "ModelBundle":
+        """Bundle trained modules (their weights are copied)."""
+        return cls(
+            method,
+            config,
+            encoder.state_dict(),
+            None if projector is None else projector.state_dict(),
+            name=name,
+            provenance=provenance,
+        )
+
+    # -- content ------------------------------------------------------------------------------------------
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """All weights as stored in the file, named ``<section>.<parameter>``."""
+        out = {f"encoder.{k}": v for k, v in self.state_dict.items()}
+        if self.projector_state_dict is not None:
+            out.update({f"projector.{k}": v for k, v in self.projector_state_dict.items()})
+        return out
+
+    @property
+    def sha256(self) -> str:
+        """Checksum of the weights (:func:`weights_sha256`); the model's identity."""
+        if self._sha256 is None:
+            self._sha256 = weights_sha256(self.tensors())
+        return self._sha256
+
+    def metadata(self) -> dict:
+        """The JSON document stored in the file's header."""
+        return dict(
+            format=FORMAT,
+            format_version=FORMAT_VERSION,
+            method=self.method,
+            config=self.config.to_dict(),
+            name=self.name,
+            package_version=self.package_version,
+            created=self.created,
+            provenance=self.provenance,
+            sha256=self.sha256,
+        )
+
+    def encoder(self) -> nn.Module:
+        """The encoder with the bundle's weights, in eval mode (built once, then cached)."""
+        if self._encoder is None:
+            with torch.random.fork_rng(devices=[]):  # the random init is overwritten; keep the global RNG
+                encoder = get_method(self.method).build_encoder(self.config)
+            encoder.load_state_dict(self.state_dict)
+            self._encoder = encoder.eval()
+        return self._encoder
+
+    def projector(self) -> nn.Module | None:
+        """A new projector with the stored weights (None if the bundle has none)."""
+        if self.projector_state_dict is None:
+            return None
+        with torch.random.fork_rng(devices=[]):
+            projector = get_method(self.method).build_projector(self.config)
+        projector.load_state_dict(self.projector_state_dict)
+        return projector
+
+    def num_parameters(self) -> int:
+        """Number of encoder weights."""
+        return int(sum(v.numel() for v in self.state_dict.values()))
+
+    def __repr__(self) -> str:
+        return (
+            f"ModelBundle(name={self.name!r}, method={self.method!r}, dim={getattr(self.config, 'dim', '?')}, "
+            f"params={self.num_parameters():,}, sha256={self.sha256[:12]}…)"
+        )
+
+    # -- file ---------------------------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """Write the bundle to one ``.safetensors`` file, atomically (temporary file, then rename).
+
+        Parameters
+        ----------
+        path : str | Path
+            Destination; parent folders are created.
+
+        Returns
+        -------
+        Path
+            ``path``.
+        """
+        path = Path(path).expanduser()
+        metadata = {METADATA_KEY: json.dumps(self.metadata(), sort_keys=True)}
+        data = _safetensors_save(self.tensors(), metadata=metadata)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(data)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelBundle":
+        """Read a model file written by :meth:`save`, without unpickling anything.
+
+        Raises
+        ------
+        ValueError
+            With the file name and the reason: the file is missing (a :class:`ModelFileNotFoundError`),
+            is not a safetensors file, is truncated, is not a spikeinterface-neuronid model or was written by
+            a newer format version, its weights do not match the stored checksum (modified or corrupted),
+            or its weights do not fit its config (the key and both shapes are named).
+        """
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise ModelFileNotFoundError(2, "model file not found", str(path))
+        data = path.read_bytes()
+        header = _read_header(path, data)
+        raw = (header.get("__metadata__") or {}).get(METADATA_KEY)
+        if raw is None:
+            raise ValueError(
+                f"{path} is a safetensors file but not a spikeinterface-neuronid model "
+                f"(no '{METADATA_KEY}' metadata); save models with ModelBundle.save"
+            )
+        try:
+            meta = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: the model metadata is not valid JSON ({err})") from None
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        if fmt != FORMAT:
+            raise ValueError(f"{path}: unrecognised model metadata (format {fmt!r}, not {FORMAT!r})")
+        version = meta.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ValueError(
+                f"{path} uses model format version {version!r}; this spikeinterface-neuronid reads version "
+                f"{FORMAT_VERSION} or older: upgrade the package"
+            )
+        try:
+            tensors = _safetensors_load(data)
+        except Exception as err:  # safetensors raises its own error type
+            raise ValueError(f"{path} is not a readable safetensors file ({err})") from None
+
+        expected = meta.get("sha256")
+        actual = weights_sha256(tensors)
+        if actual != expected:
+            raise ValueError(
+                f"{path}: checksum mismatch, the weights were modified or corrupted (the file says sha256 "
+                f"{str(expected)[:12]}…, its weights hash to {actual[:12]}…); use the original file"
+            )
+        sections: dict[str, dict[str, torch.Tensor]] = {}
+        for key, tensor in tensors.items():
+            section, _, rest = key.partition(".")
+            if section not in SECTIONS or not rest:
+                raise ValueError(
+                    f"{path}: unexpected tensor {key!r} (known sections: {', '.join(SECTIONS)}); "
+                    "was it written by a newer spikeinterface-neuronid?"
+                )
+            sections.setdefault(section, {})[rest] = tensor
+        missing = [k for k in ("method", "config") if k not in meta]
+        if missing:
+            raise ValueError(f"{path}: the model metadata lacks {missing}")
+        try:
+            bundle = cls(
+                meta["method"],
+                meta["config"],
+                sections.get("encoder", {}),
+                sections.get("projector"),
+                name=meta.get("name", path.stem),
+                provenance=meta.get("provenance") or {},
+                created=meta.get("created"),
+                package_version=meta.get("package_version"),
+            )
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+        bundle._sha256 = actual
+        return bundle
+
+
+def _read_header(path: Path, data: bytes) -> dict:
+    """Parse and sanity-check a safetensors header; say 'truncated' when the data ends early."""
+    if len(data) < 8:
+        raise ValueError(f"{path} is not a safetensors model file (only {len(data)} bytes)")
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if header_len > 100_000_000:
+        raise ValueError(f"{path} is not a safetensors model file (invalid header length)")
+    if 8 + header_len > len(data):
+        raise ValueError(
+            f"{path} is truncated or not a safetensors file: its header needs {8 + header_len} bytes, "
+            f"the file has {len(data)}"
+        )
+    try:
+        header = json.loads(data[8 : 8 + header_len].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError(f"{path} is not a safetensors model file (its header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path} is not a safetensors model file (unexpected header)")
+    end = 0
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            end = max(end, int(info["data_offsets"][1]))
+        except (TypeError, KeyError, IndexError, ValueError):
+            raise ValueError(f"{path} is not a safetensors model file (bad entry for tensor {key!r})") from None
+    available = len(data) - 8 - header_len
+    if end > available:
+        raise ValueError(
+            f"{path} is truncated: its tensors need {end} bytes of data, the file holds {available}; "
+            "the copy or download was probably interrupted"
+        )
+    return header

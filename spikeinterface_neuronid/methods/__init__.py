@@ -1,0 +1,105 @@
+"""Self-supervised methods: one module per method, looked up by name.
+
+A method module is everything the rest of the package knows about a method. It must define:
+
+``NAME : str``
+    The method's registry name (stored in model files).
+``Config``
+    A dataclass of JSON-native fields with ``to_dict()``, ``from_dict(d)`` (unknown keys raise a
+    ValueError), the presets ``Config.cpu()`` and ``Config.paper()``, the window fields ``bin_s``,
+    ``token_bins``, ``window_tokens`` and the inference fields ``dim`` and ``max_context_units``.
+``build_encoder(config) -> torch.nn.Module``
+    The encoder: ``encoder(counts, unit_mask) -> embedding`` with ``counts`` float32 of shape
+    ``(batch, units, window_bins)``, ``unit_mask`` bool of shape ``(batch, units)`` (False = padding) and an
+    output of shape ``(batch, units, dim)``.
+``build_projector(config) -> torch.nn.Module``
+    The training-only head between the encoder output and the loss.
+``loss(encoder, projector, batch, config) -> torch.Tensor``
+    The scalar training loss of one :class:`ViewBatch` (two views of each population sample).
+
+Adding a method is adding a module and one line to :data:`METHODS`; training, model files and inference
+need no branch per method.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is only needed once a method is used
+    import torch
+
+__all__ = ["METHODS", "REQUIRED_ATTRIBUTES", "ViewBatch", "get_method", "available_methods"]
+
+#: Registry: method name -> module implementing it.
+METHODS: dict[str, str] = {
+    "nuclr": "spikeinterface_neuronid.methods.nuclr",
+}
+
+#: What every method module must define (see the module docstring).
+REQUIRED_ATTRIBUTES = ("NAME", "Config", "build_encoder", "build_projector", "loss")
+
+
+@dataclass
+class ViewBatch:
+    """A training batch of two views per population sample, padded to the widest view of each side.
+
+    Attributes
+    ----------
+    counts1, counts2 : torch.Tensor
+        float32 spike counts, shape ``(batch, units1, window_bins)`` / ``(batch, units2, window_bins)``.
+    mask1, mask2 : torch.Tensor
+        bool, shape ``(batch, units1)`` / ``(batch, units2)``; False marks padding.
+    units1, units2 : torch.Tensor
+        int64 index of each unit in its source population, -1 for padding. The same index in both views
+        of a sample is the same neuron (a positive pair).
+    """
+
+    counts1: "torch.Tensor"
+    mask1: "torch.Tensor"
+    units1: "torch.Tensor"
+    counts2: "torch.Tensor"
+    mask2: "torch.Tensor"
+    units2: "torch.Tensor"
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.counts1.shape[0])
+
+    def to(self, device) -> "ViewBatch":
+        """The same batch on another torch device."""
+        return ViewBatch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+
+
+def available_methods() -> list[str]:
+    """Names of the registered methods."""
+    return sorted(METHODS)
+
+
+def get_method(name: str) -> ModuleType:
+    """Return the module implementing method ``name``.
+
+    Parameters
+    ----------
+    name : str
+        A registered method name, e.g. ``"nuclr"``.
+
+    Returns
+    -------
+    ModuleType
+        The method module, with the attributes listed in :data:`REQUIRED_ATTRIBUTES`.
+
+    Raises
+    ------
+    ValueError
+        If no method of that name is registered.
+    """
+    if not isinstance(name, str) or name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; available methods: {', '.join(available_methods())}")
+    module = importlib.import_module(METHODS[name])
+    missing = [attr for attr in REQUIRED_ATTRIBUTES if not hasattr(module, attr)]
+    if missing:
+        raise TypeError(f"method module {module.__name__} does not define {', '.join(missing)}")
+    return module

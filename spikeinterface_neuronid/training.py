@@ -1,0 +1,442 @@
+"""Self-supervised pretraining and fine-tuning of an embedding method on spike-train sets.
+
+Every step draws ``batch_size`` view pairs (two windows of one population,
+:func:`~spikeinterface_neuronid.data.sample_view_pair`), pads them into a
+:class:`~spikeinterface_neuronid.methods.ViewBatch` and minimises the method's loss with AdamW, linear
+warm-up and a cosine decay to zero. The result is a :class:`~spikeinterface_neuronid.bundle.ModelBundle`.
+
+Multi-GPU / multi-process
+-------------------------
+Launched under ``torchrun`` (``WORLD_SIZE > 1`` in the environment, or a process group already
+initialised), :func:`pretrain` joins the process group (NCCL on CUDA, gloo on CPU), uses the GPU
+``LOCAL_RANK`` when ``device="cuda"``, wraps the model in ``DistributedDataParallel`` and draws each rank's
+samples from its own stream (seeded by ``(seed, rank)``); ``batch_size`` is per rank. Only rank 0 shows a
+progress bar. All ranks return the same weights (gradients are averaged), but the history holds each
+rank's own losses; save the bundle on rank 0 only::
+
+    torchrun --nproc_per_node 4 train.py   # train.py calls pretrain(..., device="cuda")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .bundle import ModelBundle
+from .data import SpikeTrainSet, ViewPair, sample_view_pair
+from .inference import torch_threads
+from .methods import ViewBatch, get_method
+
+__all__ = ["pretrain", "fine_tune", "collate_view_pairs", "draw_view_pairs"]
+
+logger = logging.getLogger(__name__)
+
+#: Consecutive failed draws after which the corpus is declared unusable.
+MAX_FAILED_DRAWS = 1000
+
+
+def collate_view_pairs(pairs: Sequence[ViewPair]) -> ViewBatch:
+    """Pad view pairs into one batch (counts 0, masks False and unit indices -1 for padding).
+
+    Parameters
+    ----------
+    pairs : sequence of ViewPair
+        Pairs with the same number of bins per window.
+
+    Returns
+    -------
+    ViewBatch
+        CPU tensors.
+    """
+    if not pairs:
+        raise ValueError("no view pairs to collate")
+    bins = pairs[0].counts1.shape[1]
+    sides = []
+    for counts_attr, units_attr in (("counts1", "units1"), ("counts2", "units2")):
+        width = max(len(getattr(p, units_attr)) for p in pairs)
+        counts = np.zeros((len(pairs), width, bins), dtype=np.float32)
+        mask = np.zeros((len(pairs), width), dtype=bool)
+        units = np.full((len(pairs), width), -1, dtype=np.int64)
+        for row, pair in enumerate(pairs):
+            c, u = getattr(pair, counts_attr), getattr(pair, units_attr)
+            if c.shape[1] != bins:
+                raise ValueError(f"view pairs have different window lengths ({c.shape[1]} and {bins} bins)")
+            counts[row, : len(u)] = c
+            mask[row, : len(u)] = True
+            units[row, : len(u)] = u
+        sides += [torch.from_numpy(counts), torch.from_numpy(mask), torch.from_numpy(units)]
+    return ViewBatch(*sides)
+
+
+def draw_view_pairs(
+    rng: np.random.Generator, corpus: Sequence[SpikeTrainSet], spec, num: int, **view_kwargs: Any
+) -> list[ViewPair]:
+    """Draw ``num`` view pairs from populations chosen uniformly from ``corpus``.
+
+    Draws that :func:`~spikeinterface_neuronid.data.sample_view_pair` rejects (too few shared units) are
+    redrawn.
+
+    Raises
+    ------
+    ValueError
+        After :data:`MAX_FAILED_DRAWS` consecutive rejected draws: the recordings are shorter than one
+        window or too sparse.
+    """
+    pairs: list[ViewPair] = []
+    failed = too_short = 0
+    while len(pairs) < num:
+        trains = corpus[int(rng.integers(len(corpus)))]
+        pair = sample_view_pair(rng, trains, spec, **view_kwargs)
+        if pair is not None:
+            pairs.append(pair)
+            failed = too_short = 0
+            continue
+        failed += 1
+        too_short += trains.duration < spec.window_s
+        if failed >= MAX_FAILED_DRAWS:
+            raise ValueError(
+                f"could not draw a training view pair in {failed} tries ({too_short} from recordings shorter "
+                f"than one {spec.window_s:g} s window): the recordings are shorter than one window or too "
+                "sparse (fewer than 2 units spiking in both windows of a pair); give longer or denser "
+                "recordings"
+            )
+    return pairs
+
+
+def _num_matched(batch: ViewBatch) -> int:
+    """Number of units present in both views, over the batch (the positive pairs)."""
+    same = batch.units1[:, :, None] == batch.units2[:, None, :]
+    return int((same & batch.mask1[:, :, None] & batch.mask2[:, None, :]).sum())
+
+
+def _lr_factor(step: int, steps: int, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine from 1 to 0 at the last step."""
+    if step < warmup:
+        return (step + 1) / warmup
+    span = max(1, steps - warmup - 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / span)))
+
+
+def _param_groups(modules: Sequence[nn.Module], weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only; none on norm weights and biases (1-D parameters)."""
+    decay, no_decay = [], []
+    for module in modules:
+        for param in module.parameters():
+            if param.requires_grad:
+                (decay if param.dim() >= 2 else no_decay).append(param)
+    return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
+
+
+class _Objective(nn.Module):
+    """Encoder + projector whose forward is the method's loss (one module, so DDP can wrap it)."""
+
+    def __init__(self, method, config, encoder: nn.Module, projector: nn.Module):
+        super().__init__()
+        self.method, self.config = method, config
+        self.encoder, self.projector = encoder, projector
+
+    def forward(self, batch: ViewBatch) -> torch.Tensor:
+        return self.method.loss(self.encoder, self.projector, batch, self.config)
+
+
+@contextlib.contextmanager
+def _deterministic(enabled: bool):
+    previous = torch.are_deterministic_algorithms_enabled()
+    previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    if enabled:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
+
+
+def _distributed(device: str) -> tuple[bool, bool, int, int, str]:
+    """Join torchrun's process group if there is one: ``(distributed, created, rank, world, device)``."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if not dist.is_available() or not (dist.is_initialized() or world > 1):
+        return False, False, 0, 1, device
+    created = False
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        device = f"cuda:{local}"
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if str(device).startswith("cuda") else "gloo")
+        created = True
+    return True, created, dist.get_rank(), dist.get_world_size(), device
+
+
+def pretrain(
+    corpus: Sequence[SpikeTrainSet],
+    config: Any = None,
+    method: str = "nuclr",
+    steps: int = 2000,
+    batch_size: int = 8,
+    lr: float = 1e-3,
+    weight_decay: float = 0.01,
+    warmup_steps: int = 200,
+    max_shift_s: float = 30.0,
+    min_keep: float = 0.5,
+    max_units: int = 64,
+    grad_clip: float | None = 1.0,
+    seed: int = 0,
+    init: ModelBundle | None = None,
+    device: str = "cpu",
+    num_threads: int | None = None,
+    progress_bar: bool = True,
+    log_every: int = 10,
+    name: str = "neuronid-model",
+    provenance: dict | None = None,
+) -> tuple[ModelBundle, dict]:
+    """Self-supervised training of an embedding model on a corpus of populations.
+
+    Parameters
+    ----------
+    corpus : sequence of SpikeTrainSet
+        One item per population segment. A list, or any object with ``__len__`` and ``__getitem__``
+        returning a :class:`~spikeinterface_neuronid.data.SpikeTrainSet`; items are only requested when a
+        sample is drawn from them (uniformly over items), so a lazy sequence that loads (and caches)
+        sessions on access can stream hundreds of sessions without holding them all in memory.
+    config : method config | None, default: None
+        Architecture and loss settings; None uses ``init``'s config or the method's ``Config.cpu()``.
+    method : str, default: "nuclr"
+        Registered method name (ignored in favour of ``init.method`` when ``init`` is given).
+    steps : int, default: 2000
+        Optimiser steps.
+    batch_size : int, default: 8
+        View pairs per step (per process under torchrun).
+    lr : float, default: 1e-3
+        Peak learning rate of AdamW (betas 0.9/0.999).
+    weight_decay : float, default: 0.01
+        AdamW weight decay of weight matrices (not of norm weights or biases).
+    warmup_steps : int, default: 200
+        Linear warm-up steps (capped at ``steps``), then cosine decay to 0.
+    max_shift_s : float, default: 30.0
+        Largest start offset between the two views of a pair.
+    min_keep : float, default: 0.5
+        Each view keeps a random ``min_keep``-100 % of its active units (unit dropout).
+    max_units : int, default: 64
+        Cap on units per view.
+    grad_clip : float | None, default: 1.0
+        Gradient-norm clip, applied to encoder and projector separately (as NuCLR); None disables it.
+    seed : int, default: 0
+        Seed of initialisation, sampling and dropout. On CPU the same seed, data, settings and thread
+        count give bit-identical weights.
+    init : ModelBundle | None, default: None
+        Start from this model's encoder (and projector, if stored): fine-tuning.
+    device : str, default: "cpu"
+        Torch device (``"cuda"`` under torchrun uses the GPU ``LOCAL_RANK``).
+    num_threads : int | None, default: None
+        Torch CPU threads during training (restored afterwards); None leaves the setting.
+    progress_bar : bool, default: True
+        Show a tqdm progress bar with the running loss.
+    log_every : int, default: 10
+        Steps between progress-bar/log updates of the running mean loss.
+    name : str, default: "neuronid-model"
+        Name of the resulting model.
+    provenance : dict | None, default: None
+        JSON-serialisable description of the data; the training settings are added under ``"training"``.
+
+    Returns
+    -------
+    bundle : ModelBundle
+        The trained model (encoder and projector weights).
+    history : dict
+        Per-step lists ``"loss"``, ``"lr"``, ``"step_time_s"`` and ``"num_pairs"`` (matched units), and
+        ``"seconds"`` (total).
+
+    Raises
+    ------
+    ValueError
+        For an empty corpus, invalid settings, a config that does not fit ``init``'s weights, or when no
+        view pair can be drawn (recordings shorter than one window or too sparse).
+    FloatingPointError
+        If the loss becomes NaN or infinite (lower ``lr``).
+
+    Notes
+    -----
+    Torch's global RNG state is saved and restored around training; on CPU,
+    ``torch.use_deterministic_algorithms(True, warn_only=True)`` is set for the duration of the call and
+    then restored. Bit-identical results also need the same torch build and ``num_threads``.
+
+    Under ``torchrun`` only rank 0 shows a progress bar; every rank returns the same weights and its own
+    loss history (see the module docstring). Pair weighting of the loss is per rank (NuCLR all-reduces
+    the number of pairs across GPUs first); DDP averages the ranks' gradients.
+    """
+    if len(corpus) == 0:
+        raise ValueError("the training corpus is empty: give at least one SpikeTrainSet")
+    for label, value in (("steps", steps), ("batch_size", batch_size), ("max_units", max_units)):
+        if int(value) < 1:
+            raise ValueError(f"{label} must be >= 1, got {value}")
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+    if not 0.0 < min_keep <= 1.0:
+        raise ValueError(f"min_keep must be in (0, 1], got {min_keep}")
+    if init is not None:
+        method = init.method
+    module = get_method(method)
+    if config is None:
+        config = init.config if init is not None else module.Config.cpu()
+    elif isinstance(config, dict):
+        config = module.Config.from_dict(config)
+    if not isinstance(config, module.Config):
+        raise ValueError(
+            f"config must be a {module.Config.__name__} for method {method!r}, got {type(config).__name__}"
+        )
+    spec = config.window_spec
+    steps, batch_size, warmup = int(steps), int(batch_size), min(int(warmup_steps), int(steps))
+
+    distributed, created_group, rank, world, device = _distributed(device)
+    on_cpu = torch.device(device).type == "cpu"
+    rng = np.random.default_rng([int(seed), rank])
+    view_kwargs = dict(max_shift_s=max_shift_s, min_keep=min_keep, max_units=int(max_units))
+
+    history: dict[str, Any] = dict(loss=[], lr=[], step_time_s=[], num_pairs=[])
+    fork_devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
+    t_start = time.perf_counter()
+    progress = None
+    try:
+        with torch_threads(num_threads), _deterministic(on_cpu), torch.random.fork_rng(devices=fork_devices):
+            torch.manual_seed(int(seed))
+            encoder = module.build_encoder(config)
+            projector = module.build_projector(config)
+            if init is not None:
+                _load_init(init, config, encoder, projector)
+            # dropout stream of this rank, independent of the initialisation
+            torch.manual_seed(int(np.random.SeedSequence([int(seed), rank, 1]).generate_state(1)[0]))
+            objective = _Objective(module, config, encoder, projector).to(device)
+            model: nn.Module = objective
+            if distributed:
+                from torch.nn.parallel import DistributedDataParallel
+
+                model = DistributedDataParallel(
+                    objective, device_ids=[torch.device(device).index] if not on_cpu else None
+                )
+            optimizer = torch.optim.AdamW(
+                _param_groups([encoder, projector], weight_decay), lr=lr, betas=(0.9, 0.999), eps=1e-8
+            )
+            if progress_bar and rank == 0:
+                from tqdm.auto import tqdm
+
+                progress = tqdm(total=steps, desc=f"pretrain {method}", unit="step")
+            model.train()
+            recent: list[float] = []
+            for step in range(steps):
+                t0 = time.perf_counter()
+                factor = _lr_factor(step, steps, warmup)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * factor
+                batch = collate_view_pairs(draw_view_pairs(rng, corpus, spec, batch_size, **view_kwargs))
+                num_pairs = _num_matched(batch)
+                loss = model(batch.to(device))
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"the training loss became {value} at step {step}; lower lr")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(encoder.parameters(), grad_clip)
+                    torch.nn.utils.clip_grad_norm_(projector.parameters(), grad_clip)
+                optimizer.step()
+                history["loss"].append(value)
+                history["lr"].append(lr * factor)
+                history["num_pairs"].append(num_pairs)
+                history["step_time_s"].append(time.perf_counter() - t0)
+                recent.append(value)
+                if (step + 1) % max(1, int(log_every)) == 0 or step + 1 == steps:
+                    mean = float(np.mean(recent))
+                    recent = []
+                    if progress is not None:
+                        progress.set_postfix(loss=f"{mean:.3f}", lr=f"{lr * factor:.2e}", refresh=False)
+                    logger.debug("step %d/%d loss %.4f lr %.2e", step + 1, steps, mean, lr * factor)
+                if progress is not None:
+                    progress.update(1)
+    finally:
+        if progress is not None:
+            progress.close()
+        if created_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    history["seconds"] = time.perf_counter() - t_start
+
+    losses = np.asarray(history["loss"])
+    tail = max(1, len(losses) // 10)
+    training = dict(
+        method=method,
+        steps=steps,
+        batch_size=batch_size,
+        world_size=world,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_steps=warmup,
+        max_shift_s=max_shift_s,
+        min_keep=min_keep,
+        max_units=int(max_units),
+        grad_clip=grad_clip,
+        seed=int(seed),
+        device=str(device),
+        num_sessions=len(corpus),
+        init=None if init is None else dict(name=init.name, sha256=init.sha256),
+        loss_first=float(losses[:tail].mean()),
+        loss_last=float(losses[-tail:].mean()),
+        seconds=round(history["seconds"], 2),
+        torch=torch.__version__,
+    )
+    info = dict(provenance or {})
+    info["training"] = training
+    bundle = ModelBundle.from_modules(method, config, encoder, projector, name=name, provenance=info)
+    return bundle, history
+
+
+def _load_init(init: ModelBundle, config, encoder: nn.Module, projector: nn.Module) -> None:
+    """Copy ``init``'s weights into freshly built modules; a config that changes shapes is an error."""
+    try:
+        encoder.load_state_dict(init.state_dict)
+        if init.projector_state_dict is not None:
+            projector.load_state_dict(init.projector_state_dict)
+    except RuntimeError as err:
+        raise ValueError(f"the config does not fit the weights of init model {init.name!r}: {err}") from None
+
+
+def fine_tune(
+    bundle: ModelBundle,
+    corpus: Sequence[SpikeTrainSet],
+    steps: int = 500,
+    lr: float = 2e-4,
+    warmup_steps: int = 50,
+    name: str | None = None,
+    **kwargs: Any,
+) -> tuple[ModelBundle, dict]:
+    """Continue self-supervised training of ``bundle`` on new populations.
+
+    A thin wrapper of :func:`pretrain` with ``init=bundle``, fewer steps and a lower learning rate; other
+    keyword arguments are passed on.
+
+    Returns
+    -------
+    bundle : ModelBundle
+        The fine-tuned model (provenance records the starting model's name and sha256).
+    history : dict
+        As :func:`pretrain`.
+    """
+    return pretrain(
+        corpus,
+        init=bundle,
+        steps=steps,
+        lr=lr,
+        warmup_steps=warmup_steps,
+        name=name or f"{bundle.name}-finetuned",
+        **kwargs,
+    )

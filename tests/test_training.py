@@ -1,0 +1,131 @@
+import numpy as np
+import pytest
+import torch
+
+from spikeinterface_neuronid.bundle import ModelBundle
+from spikeinterface_neuronid.data import SpikeTrainSet
+from spikeinterface_neuronid.methods.nuclr import NuCLRConfig
+from spikeinterface_neuronid.training import collate_view_pairs, fine_tune, pretrain
+
+# 1 s windows of 5 tokens x 10 bins of 20 ms
+TINY = NuCLRConfig(
+    dim=32, num_heads=2, temporal_layers=1, spatiotemporal_layers=1, token_bins=10, window_tokens=5, dropout=0.1
+)
+# one thread: tiny models gain nothing from two, and a busy second core stalls OpenMP barriers
+FAST = dict(batch_size=4, max_units=16, max_shift_s=5.0, progress_bar=False, warmup_steps=5, num_threads=1)
+
+
+def _unit(rng: np.random.Generator, rate: float, burst: int, duration: float) -> np.ndarray:
+    """Poisson events at ``rate / burst`` Hz, each a burst of ``burst`` spikes 4 ms apart."""
+    events = rng.uniform(0, duration - 0.1, rng.poisson(rate / burst * duration))
+    times = (events[:, None] + 0.004 * np.arange(burst)[None, :]).ravel()
+    return np.sort(times)
+
+
+def _corpus(num_sessions: int = 3, num_units: int = 16, duration: float = 60.0, seed: int = 0) -> list[SpikeTrainSet]:
+    """Units with distinct identities: log-spaced rates 1-40 Hz, every other unit bursting."""
+    rng = np.random.default_rng(seed)
+    sessions = []
+    for _ in range(num_sessions):
+        rates = np.exp(rng.uniform(np.log(1.0), np.log(40.0), num_units))
+        trains = [_unit(rng, rate, 1 + 3 * (u % 2), duration) for u, rate in enumerate(rates)]
+        sessions.append(SpikeTrainSet(trains, duration))
+    return sessions
+
+
+def test_loss_falls_on_units_with_distinct_identities():
+    corpus = _corpus()
+    bundle, history = pretrain(corpus, TINY, steps=120, lr=3e-3, seed=0, **FAST)
+    loss = np.asarray(history["loss"])
+    k = len(loss) // 5
+    first, last = loss[:k].mean(), loss[-k:].mean()
+    assert np.isfinite(loss).all()
+    assert last < first - 0.3, (first, last)
+    assert set(history) >= {"loss", "lr", "step_time_s", "num_pairs", "seconds"}
+    assert len(history["lr"]) == 120 and max(history["lr"]) == pytest.approx(3e-3) and history["lr"][-1] < 1e-5
+    assert history["lr"][0] < history["lr"][4]  # warm-up
+    assert bundle.provenance["training"]["steps"] == 120
+    assert bundle.provenance["training"]["loss_last"] < bundle.provenance["training"]["loss_first"]
+
+
+def test_same_seed_gives_identical_weights_and_leaves_global_state_alone():
+    corpus = _corpus(num_sessions=2)
+    rng_state = torch.get_rng_state()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    a, history_a = pretrain(corpus, TINY, steps=6, seed=3, **FAST)
+    b, history_b = pretrain(corpus, TINY, steps=6, seed=3, **FAST)
+    c, _ = pretrain(corpus, TINY, steps=6, seed=4, **FAST)
+    assert a.sha256 == b.sha256 and history_a["loss"] == history_b["loss"]
+    assert all(torch.equal(a.tensors()[k], b.tensors()[k]) for k in a.tensors())
+    assert c.sha256 != a.sha256
+    assert torch.equal(torch.get_rng_state(), rng_state)
+    assert torch.are_deterministic_algorithms_enabled() == deterministic
+
+
+def test_fine_tuning_starts_from_the_given_model(tmp_path):
+    corpus = _corpus(num_sessions=2)
+    base, _ = pretrain(corpus, TINY, steps=4, name="base", provenance={"data": "synthetic"}, **FAST)
+    base = ModelBundle.load(base.save(tmp_path / "base.safetensors"))
+    tuned, _ = fine_tune(base, corpus, steps=3, **FAST)
+    assert tuned.config == base.config and tuned.name == "base-finetuned"
+    assert tuned.provenance["training"]["init"] == {"name": "base", "sha256": base.sha256}
+    assert tuned.sha256 != base.sha256
+    # zero learning rate: the encoder is the starting one
+    same, _ = pretrain(corpus, init=base, steps=2, lr=0.0, **FAST)
+    assert all(torch.equal(same.state_dict[k], base.state_dict[k]) for k in base.state_dict)
+    wider = NuCLRConfig.from_dict({**TINY.to_dict(), "dim": 64})
+    with pytest.raises(ValueError, match="does not fit the weights"):
+        pretrain(corpus, wider, init=base, steps=1, **FAST)
+
+
+def test_lazy_corpus_is_read_on_demand():
+    sessions = _corpus(num_sessions=5, duration=20.0)
+
+    class Lazy:
+        def __init__(self):
+            self.loaded = set()
+
+        def __len__(self):
+            return len(sessions)
+
+        def __getitem__(self, index):
+            self.loaded.add(index)
+            return sessions[index]
+
+    corpus = Lazy()
+    _, history = pretrain(corpus, TINY, steps=2, seed=1, **{**FAST, "batch_size": 1})
+    assert len(history["loss"]) == 2 and 1 <= len(corpus.loaded) <= 5
+
+
+def test_recordings_shorter_than_a_window_or_too_sparse_are_rejected():
+    short = [SpikeTrainSet([np.array([0.1, 0.2]), np.array([0.3])], duration=0.5)]
+    with pytest.raises(ValueError, match="shorter than one window or too sparse"):
+        pretrain(short, TINY, steps=1, **FAST)
+    sparse = [SpikeTrainSet([np.array([5.0]), np.array([30.0]), np.array([])], duration=60.0)]
+    with pytest.raises(ValueError, match="too sparse"):
+        pretrain(sparse, TINY, steps=1, **FAST)
+    with pytest.raises(ValueError, match="empty"):
+        pretrain([], TINY, steps=1, **FAST)
+
+
+def test_collate_pads_with_masks():
+    from spikeinterface_neuronid.data import ViewPair
+
+    pairs = [
+        ViewPair(np.ones((2, 50), np.float32), np.array([0, 3]), np.ones((3, 50), np.float32), np.array([0, 1, 3])),
+        ViewPair(np.ones((4, 50), np.float32), np.array([1, 2, 5, 6]), np.ones((1, 50), np.float32), np.array([2])),
+    ]
+    batch = collate_view_pairs(pairs)
+    assert batch.counts1.shape == (2, 4, 50) and batch.counts2.shape == (2, 3, 50)
+    assert batch.mask1.tolist() == [[True, True, False, False], [True] * 4]
+    assert batch.units2.tolist() == [[0, 1, 3], [2, -1, -1]]
+    assert batch.counts2[1, 1:].sum() == 0
+
+
+def test_trained_model_embeds_populations():
+    from spikeinterface_neuronid.inference import embed_populations
+
+    corpus = _corpus(num_sessions=1, duration=20.0)
+    bundle, _ = pretrain(corpus, TINY, steps=2, **FAST)
+    result = embed_populations(bundle, corpus)
+    assert result.embedding.shape == (16, TINY.dim) and np.isfinite(result.embedding).all()
