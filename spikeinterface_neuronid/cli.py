@@ -79,7 +79,7 @@ def run_demo(
         raise ValueError("the demo needs at least two animals: probe training animals and one test animal")
     output = Path(output)
     bundle = resolve_model(model)
-    seen = set(bundle.provenance.get("animals", [])) if bundle.provenance.get("preset") else set()
+    seen = set(bundle.provenance.get("animals", []))
     overlap = sorted(seen & set(animals))
     if overlap:
         raise ValueError(f"animals {overlap} were used to pretrain the model; choose held-out animal seeds")
@@ -186,6 +186,10 @@ def _pretrain_command(args: argparse.Namespace) -> int:
         name=args.name,
         provenance=provenance,
     )
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        return 0  # under torchrun every rank holds the same weights; rank 0 writes the file
     path = bundle.save(args.output)
     losses = np.asarray(history["loss"])
     k = max(1, len(losses) // 10)

@@ -179,7 +179,7 @@ def embed_populations(
             f"the recording ({total:.3g} s) is shorter than one {spec.window_s:g} s window of the model: "
             f"each segment must last at least {spec.window_s:g} s"
         )
-    max_units = int(max_context_units or bundle.config.max_context_units)
+    max_units = int(bundle.config.max_context_units if max_context_units is None else max_context_units)
     if max_units < 1:
         raise ValueError(f"max_context_units must be >= 1, got {max_units}")
 
