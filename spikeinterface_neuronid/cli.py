@@ -37,6 +37,7 @@ def run_demo(
     animals: Sequence[int] = DEMO_ANIMALS,
     model: str = "default",
     progress_bar: bool = True,
+    simulate_kwargs: dict | None = None,
 ) -> dict:
     """Simulate held-out animals, embed their units, probe cell types on an unseen animal.
 
@@ -55,6 +56,9 @@ def run_demo(
         Model to embed with.
     progress_bar : bool, default: True
         Show progress bars.
+    simulate_kwargs : dict | None, default: None
+        Extra keyword arguments of :func:`~spikeinterface_neuronid.simulate.simulate_sorting`
+        (e.g. ``num_neurons``, ``duration_s``); None keeps the preset's defaults.
 
     Returns
     -------
@@ -88,7 +92,9 @@ def run_demo(
     embeddings, cell_types, animal_of = [], [], []
     for animal in animals:
         print(f"simulating animal {animal} ({preset}) ...", flush=True)
-        recording, sorting = simulate_sorting(preset, animal=animal, session=0, with_recording=True)
+        recording, sorting = simulate_sorting(
+            preset, animal=animal, session=0, with_recording=True, **(simulate_kwargs or {})
+        )
         analyzer = si.create_sorting_analyzer(sorting, recording, format="memory", sparse=False)
         ext = analyzer.compute("neuron_embedding", model=model, progress_bar=progress_bar, n_jobs=-1)
         embeddings.append(ext.get_data())
@@ -140,8 +146,9 @@ def _pretrain_command(args: argparse.Namespace) -> int:
     if args.simulated:
         from .simulate import simulate_dataset
 
+        sizes = {k: v for k, v in dict(num_neurons=args.num_neurons, duration_s=args.duration_s).items() if v}
         sessions = simulate_dataset(
-            args.simulated, animals=args.animals, sessions_per_animal=args.sessions, progress_bar=True
+            args.simulated, animals=args.animals, sessions_per_animal=args.sessions, progress_bar=True, **sizes
         )
         from .data import SpikeTrainSet
 
@@ -165,7 +172,7 @@ def _pretrain_command(args: argparse.Namespace) -> int:
         analyzers = [si.load_sorting_analyzer(p, load_extensions=False) for p in args.inputs]
         corpus = spike_train_corpus(analyzers)
         provenance = dict(data="sorting analyzers", sources=[str(p) for p in args.inputs], num_sessions=len(corpus))
-    provenance["command"] = "neuronid " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("neuronid") else None
+    provenance["command"] = "neuronid " + " ".join(args.argv)
     init = resolve_model(args.init) if args.init else None
     config = None
     if init is None:
@@ -213,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pre.add_argument("--simulated", metavar="PRESET", help="pretrain on simulated animals of this preset instead")
     pre.add_argument("--animals", type=_parse_range, default=list(range(16)), help="simulated animal seeds, e.g. 0-15")
     pre.add_argument("--sessions", type=int, default=2, help="simulated sessions per animal")
+    pre.add_argument("--num-neurons", type=int, help="simulated neurons per session (default: the preset's)")
+    pre.add_argument("--duration-s", type=float, help="simulated seconds per session (default: the preset's)")
     pre.add_argument("--method", default="nuclr")
     pre.add_argument("--config", default="cpu", help="config preset of the method: cpu or paper")
     pre.add_argument("--init", help="model to fine-tune from ('default' or a path)")
@@ -224,7 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     pre.add_argument("--name", default="neuronid-model")
     pre.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     if args.command == "demo":
         metrics = run_demo(args.output, preset=args.preset, model=args.model, progress_bar=not args.no_progress)
         return 0 if np.isfinite(metrics["macro_f1"]) else 1
