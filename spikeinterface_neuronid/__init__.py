@@ -27,6 +27,9 @@ _LAZY = {
     "simulate_session": "simulate",
     "simulate_sorting": "simulate",
     "simulate_dataset": "simulate",
+    "fit_head": "heads",
+    "LinearHead": "heads",
+    "neuronid_label_units": "labeling",
 }
 
 __all__ = ["ComputeNeuronEmbedding", "compute_neuron_embedding", "__version__", *_LAZY]

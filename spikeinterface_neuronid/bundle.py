@@ -2,9 +2,10 @@
 
 Layout
 ------
-* **Tensors**, named ``<section>.<parameter>``: ``encoder.*`` (always) and ``projector.*`` (the training
-  head, kept so a model can be fine-tuned). A later version adds task heads as ``head.<task>.*`` with
-  their class names in the metadata; sections are listed in one place (:data:`SECTIONS`).
+* **Tensors**, named ``<section>.<parameter>``: ``encoder.*`` (always), ``projector.*`` (the training
+  head, kept so a model can be fine-tuned) and ``head.<task>.<array>`` (float64 ``mean``, ``scale``,
+  ``coef``, ``intercept`` of each task head, :class:`~spikeinterface_neuronid.heads.LinearHead`);
+  sections are listed in one place (:data:`SECTIONS`).
 * **Metadata**: the safetensors header's ``__metadata__`` (str -> str) has one key,
   ``"spikeinterface_neuronid"``, whose value is a JSON document::
 
@@ -12,10 +13,14 @@ Layout
        "config": {...}, "name": "...", "package_version": "0.1.0", "created": "2026-...Z",
        "provenance": {...}, "sha256": "<hex>"}
 
+  A model with task heads is format version 2 and adds
+  ``"heads": {"<task>": {"classes": [...], "temperature": T, "threshold": t, "provenance": {...}}}``.
+  A model without heads is still written as version 1, so older versions of the package can read it.
 * ``sha256`` is the checksum of the **weights**: SHA-256 over every tensor in sorted name order, each as
   ``name``, dtype, shape and byte length on one header line followed by its raw little-endian bytes
-  (:func:`weights_sha256`). It does not cover the JSON document, so renaming a model or editing its
-  provenance keeps its identity.
+  (:func:`weights_sha256`). With heads, it also covers what decides their answers besides their tensors:
+  each head's class names (their order), temperature and threshold. It does not cover the rest of the JSON
+  document, so renaming a model or editing its provenance (or a head's) keeps its identity.
 
 Loading never unpickles anything: the header is parsed as JSON and the tensors are read by safetensors.
 """
@@ -27,7 +32,8 @@ import hashlib
 import json
 import struct
 from pathlib import Path
-from typing import Any, Mapping
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping
 
 import torch
 from safetensors.torch import load as _safetensors_load
@@ -35,28 +41,34 @@ from safetensors.torch import save as _safetensors_save
 from torch import nn
 
 from ._io import atomic_path
+from .heads import LinearHead
 from .methods import get_method
 
 __all__ = ["ModelBundle", "ModelFileNotFoundError", "weights_sha256", "FORMAT", "FORMAT_VERSION", "SECTIONS"]
 
 FORMAT = "spikeinterface_neuronid.model"
-FORMAT_VERSION = 1
+#: Newest format version this package reads and writes (2: task heads). Files without heads are written as 1.
+FORMAT_VERSION = 2
 METADATA_KEY = "spikeinterface_neuronid"
-#: Tensor name prefixes a model file may hold (task heads will add ``"head"``).
-SECTIONS = ("encoder", "projector")
+#: Tensor name prefixes a model file may hold.
+SECTIONS = ("encoder", "projector", "head")
 
 
 class ModelFileNotFoundError(FileNotFoundError, ValueError):
     """The model file does not exist (both a FileNotFoundError and a ValueError)."""
 
 
-def weights_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
+def weights_sha256(tensors: Mapping[str, torch.Tensor], extra: Mapping[str, Any] | None = None) -> str:
     """SHA-256 of named tensors: names, dtypes, shapes and bytes, in sorted name order.
 
     Parameters
     ----------
     tensors : mapping of str to torch.Tensor
         Flat tensor dict, as stored in the file (e.g. ``"encoder.read_in.weight"``).
+    extra : mapping | None, default: None
+        JSON-serialisable values hashed after the tensors, as one line of canonical JSON (the task heads'
+        classes, temperature and threshold, :func:`heads_checksum_metadata`). None or empty hashes the tensors
+        only, as format version 1 does.
 
     Returns
     -------
@@ -71,7 +83,18 @@ def weights_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
         header = f"{name}\t{dtype}\t{list(tensor.shape)}\t{len(data)}\n"
         digest.update(header.encode("utf-8"))
         digest.update(data)
+    if extra:
+        text = json.dumps(extra, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        digest.update(f"__metadata__\t{text}\n".encode("utf-8"))
     return digest.hexdigest()
+
+
+def heads_checksum_metadata(heads_meta: Mapping[str, Mapping[str, Any]] | None) -> dict:
+    """The part of the heads' JSON metadata covered by the checksum: classes, temperature, threshold per task."""
+    return {
+        task: {key: meta.get(key) for key in ("classes", "temperature", "threshold")}
+        for task, meta in (heads_meta or {}).items()
+    }
 
 
 def _package_version() -> str:
@@ -128,12 +151,14 @@ class ModelBundle:
         ISO 8601 creation time; None means now.
     package_version : str | None, default: None
         Version of spikeinterface-neuronid that made the model; None means the running one.
+    heads : iterable of LinearHead | None, default: None
+        Task heads (at most one per task), see :meth:`add_head`.
 
     Raises
     ------
     ValueError
         If the method is unknown, the config invalid, the weights do not fit the config (naming the key
-        and both shapes) or the provenance is not JSON-serialisable.
+        and both shapes), the provenance is not JSON-serialisable or a head does not fit the embeddings.
     """
 
     def __init__(
@@ -146,6 +171,7 @@ class ModelBundle:
         provenance: dict | None = None,
         created: str | None = None,
         package_version: str | None = None,
+        heads: Iterable[LinearHead] | None = None,
     ):
         module = get_method(method)
         if isinstance(config, dict):
@@ -171,6 +197,9 @@ class ModelBundle:
                 _check_state("projector", module.build_projector(config).state_dict(), self.projector_state_dict)
         self._sha256: str | None = None
         self._encoder: nn.Module | None = None
+        self._heads: dict[str, LinearHead] = {}
+        for head in heads or ():
+            self.add_head(head)
 
     @classmethod
     def from_modules(
@@ -192,27 +221,79 @@ class ModelBundle:
             provenance=provenance,
         )
 
+    # -- task heads ---------------------------------------------------------------------------------------
+
+    @property
+    def heads(self) -> Mapping[str, LinearHead]:
+        """Task heads by task name (read-only view; change them with :meth:`add_head` / :meth:`remove_head`)."""
+        return MappingProxyType(self._heads)
+
+    def add_head(self, head: LinearHead, overwrite: bool = False) -> None:
+        """Add a task head (e.g. from :func:`~spikeinterface_neuronid.heads.fit_head`); it is saved with the model.
+
+        The model's :attr:`sha256` changes: predictions of the ``neuron_embedding`` extension computed with the
+        head-less model are not reused.
+
+        Parameters
+        ----------
+        head : LinearHead
+            The head; its dimension must be the model's embedding dimension.
+        overwrite : bool, default: False
+            Replace a head of the same task instead of raising.
+
+        Raises
+        ------
+        ValueError
+            If the head's dimension differs from the model's, or a head for the task exists and ``overwrite`` is
+            False.
+        """
+        if not isinstance(head, LinearHead):
+            raise TypeError(f"head must be a LinearHead (see fit_head), got {type(head).__name__}")
+        dim = getattr(self.config, "dim", None)
+        if dim is not None and head.dim != dim:
+            raise ValueError(
+                f"head '{head.task}' expects embeddings of dimension {head.dim}, but the model's embeddings have "
+                f"dimension {dim}; fit the head on embeddings of this model"
+            )
+        if head.task in self._heads and not overwrite:
+            raise ValueError(f"the model already has a head for task '{head.task}'; pass overwrite=True to replace it")
+        self._heads[head.task] = head
+        self._sha256 = None
+
+    def remove_head(self, task: str) -> LinearHead:
+        """Remove and return the head of ``task`` (KeyError if there is none)."""
+        if task not in self._heads:
+            raise KeyError(f"the model has no head for task {task!r}; it has {sorted(self._heads)}")
+        self._sha256 = None
+        return self._heads.pop(task)
+
+    def _heads_metadata(self) -> dict:
+        return {task: head.to_arrays()[1] for task, head in sorted(self._heads.items())}
+
     # -- content ------------------------------------------------------------------------------------------
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """All weights as stored in the file, named ``<section>.<parameter>``."""
+        """All weights as stored in the file, named ``<section>.<parameter>`` (heads: ``head.<task>.<array>``)."""
         out = {f"encoder.{k}": v for k, v in self.state_dict.items()}
         if self.projector_state_dict is not None:
             out.update({f"projector.{k}": v for k, v in self.projector_state_dict.items()})
+        for task, head in self._heads.items():
+            arrays, _ = head.to_arrays()
+            out.update({f"head.{task}.{name}": torch.from_numpy(arr) for name, arr in arrays.items()})
         return out
 
     @property
     def sha256(self) -> str:
-        """Checksum of the weights (:func:`weights_sha256`); the model's identity."""
+        """Checksum of the weights and heads (:func:`weights_sha256`); the model's identity."""
         if self._sha256 is None:
-            self._sha256 = weights_sha256(self.tensors())
+            self._sha256 = weights_sha256(self.tensors(), heads_checksum_metadata(self._heads_metadata()))
         return self._sha256
 
     def metadata(self) -> dict:
         """The JSON document stored in the file's header."""
-        return dict(
+        meta = dict(
             format=FORMAT,
-            format_version=FORMAT_VERSION,
+            format_version=2 if self._heads else 1,
             method=self.method,
             config=self.config.to_dict(),
             name=self.name,
@@ -221,6 +302,9 @@ class ModelBundle:
             provenance=self.provenance,
             sha256=self.sha256,
         )
+        if self._heads:
+            meta["heads"] = self._heads_metadata()
+        return meta
 
     def encoder(self) -> nn.Module:
         """The encoder with the bundle's weights, in eval mode (built once, then cached)."""
@@ -245,9 +329,10 @@ class ModelBundle:
         return int(sum(v.numel() for v in self.state_dict.values()))
 
     def __repr__(self) -> str:
+        heads = f", heads={sorted(self._heads)}" if self._heads else ""
         return (
             f"ModelBundle(name={self.name!r}, method={self.method!r}, dim={getattr(self.config, 'dim', '?')}, "
-            f"params={self.num_parameters():,}, sha256={self.sha256[:12]}…)"
+            f"params={self.num_parameters():,}{heads}, sha256={self.sha256[:12]}…)"
         )
 
     # -- file ---------------------------------------------------------------------------------------------
@@ -283,7 +368,8 @@ class ModelBundle:
             With the file name and the reason: the file is missing (a :class:`ModelFileNotFoundError`),
             is not a safetensors file, is truncated, is not a spikeinterface-neuronid model or was written by
             a newer format version, its weights do not match the stored checksum (modified or corrupted),
-            or its weights do not fit its config (the key and both shapes are named).
+            its weights do not fit its config (the key and both shapes are named) or a task head is
+            inconsistent.
         """
         path = Path(path).expanduser()
         if not path.is_file():
@@ -314,11 +400,18 @@ class ModelBundle:
         except Exception as err:  # safetensors raises its own error type
             raise ValueError(f"{path} is not a readable safetensors file ({err})") from None
 
+        heads_meta = meta.get("heads") or {}
+        if not isinstance(heads_meta, dict) or not all(isinstance(v, dict) for v in heads_meta.values()):
+            raise ValueError(f"{path}: the 'heads' metadata must map task names to objects")
         expected = meta.get("sha256")
-        actual = weights_sha256(tensors)
+        try:
+            actual = weights_sha256(tensors, heads_checksum_metadata(heads_meta))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: the 'heads' metadata is not valid ({err})") from None
         if actual != expected:
             raise ValueError(
-                f"{path}: checksum mismatch, the weights were modified or corrupted (the file says sha256 "
+                f"{path}: checksum mismatch, the weights{' or heads' if heads_meta else ''} were modified or "
+                f"corrupted (the file says sha256 "
                 f"{str(expected)[:12]}…, its weights hash to {actual[:12]}…); use the original file"
             )
         sections: dict[str, dict[str, torch.Tensor]] = {}
@@ -333,7 +426,16 @@ class ModelBundle:
         missing = [k for k in ("method", "config") if k not in meta]
         if missing:
             raise ValueError(f"{path}: the model metadata lacks {missing}")
+        head_arrays: dict[str, dict[str, torch.Tensor]] = {task: {} for task in heads_meta}
+        for key, tensor in sections.get("head", {}).items():
+            task, _, name = key.partition(".")
+            if task not in heads_meta:
+                raise ValueError(f"{path}: tensor 'head.{key}' belongs to no head listed in the metadata")
+            if tensor.dtype != torch.float64:
+                raise ValueError(f"{path}: tensor 'head.{key}' must be float64, not {tensor.dtype}")
+            head_arrays[task][name] = tensor
         try:
+            heads = [LinearHead.from_arrays(task, head_arrays[task], heads_meta[task]) for task in heads_meta]
             bundle = cls(
                 meta["method"],
                 meta["config"],
@@ -343,8 +445,9 @@ class ModelBundle:
                 provenance=meta.get("provenance") or {},
                 created=meta.get("created"),
                 package_version=meta.get("package_version"),
+                heads=heads,
             )
-        except ValueError as err:
+        except (TypeError, ValueError) as err:
             raise ValueError(f"{path}: {err}") from None
         bundle._sha256 = actual
         return bundle

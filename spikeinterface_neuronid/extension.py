@@ -11,9 +11,9 @@ from spikeinterface.core.job_tools import fix_job_kwargs
 from spikeinterface.core.sortinganalyzer import AnalyzerExtension, register_result_extension
 
 from .corpus import analyzer_to_spike_train_sets
+from .heads import CLASSES_SUFFIX, head_outputs
 
 __all__ = ["ComputeNeuronEmbedding", "compute_neuron_embedding"]
-
 
 class ComputeNeuronEmbedding(AnalyzerExtension):
     """Compute one embedding per unit that encodes the neuron's identity (cell type, brain region).
@@ -52,6 +52,13 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
     Notes
     -----
     Data keys: ``embedding``, ``num_windows`` (windows averaged per unit) and ``embedded`` (bool).
+
+    If the model has task heads (:func:`~spikeinterface_neuronid.heads.fit_head`,
+    :meth:`~spikeinterface_neuronid.bundle.ModelBundle.add_head`), each task adds ``<task>_label`` (fixed-width
+    unicode, ``"unknown"`` where the head abstains or the unit has no embedding), ``<task>_probabilities``
+    (float32, units x classes, calibrated; NaN rows for units without an embedding), ``<task>_confidence``
+    (float32, the largest calibrated probability) and ``<task>_classes`` (the class order of the probability
+    columns). :func:`~spikeinterface_neuronid.labeling.neuronid_label_units` gathers them in a DataFrame.
 
     ``select_units`` / ``remove_units`` slice rows: the kept units keep the embedding computed with
     the full population as context. ``merge_units`` and ``split_units`` change the population itself,
@@ -132,14 +139,20 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
             num_threads=n_jobs if isinstance(n_jobs, int) and n_jobs > 0 else None,
             progress_bar=bool(job_kwargs.get("progress_bar", False)),
         )
-        return dict(embedding=result.embedding, num_windows=result.num_windows, embedded=result.embedded)
+        data = dict(embedding=result.embedding, num_windows=result.num_windows, embedded=result.embedded)
+        for head in bundle.heads.values():
+            data.update(head_outputs(head, result.embedding))
+        return data
 
     def _run(self, verbose=False, **job_kwargs):
         self.data.update(self._compute(self.sorting_analyzer, verbose=verbose, **job_kwargs))
 
     def _select_units_extension_data(self, unit_ids):
         indices = self.sorting_analyzer.sorting.ids_to_indices(unit_ids)
-        return {key: slice_rows(np.asarray(value), indices) for key, value in self.data.items()}
+        return {
+            key: np.asarray(value) if key.endswith(CLASSES_SUFFIX) else slice_rows(np.asarray(value), indices)
+            for key, value in self.data.items()
+        }
 
     def _merge_extension_data(
         self, merge_unit_groups, new_unit_ids, new_sorting_analyzer, keep_mask=None, verbose=False, **job_kwargs

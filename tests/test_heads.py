@@ -1,0 +1,264 @@
+"""Task heads: equivalence with scikit-learn, abstention, calibration, storage in the model file."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from spikeinterface_neuronid import LinearHead, fit_head
+from spikeinterface_neuronid.bundle import METADATA_KEY, ModelBundle, weights_sha256
+from spikeinterface_neuronid.heads import _group_split, _sklearn_pipeline, expected_calibration_error, fit_temperature
+from spikeinterface_neuronid.methods.nuclr import NuCLRConfig, build_encoder, build_projector
+
+TINY = NuCLRConfig(dim=16, num_heads=2, temporal_layers=1, spatiotemporal_layers=1, token_bins=5, window_tokens=4)
+
+
+def blobs(n=90, dim=16, num_classes=3, separation=1.5, seed=0):
+    """Gaussian classes with means ``separation`` apart along random directions."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(num_classes, dim))
+    centres *= separation / np.linalg.norm(centres, axis=1, keepdims=True)
+    y = np.resize(np.arange(num_classes), n)
+    rng.shuffle(y)
+    x = centres[y] + rng.normal(size=(n, dim))
+    return x, np.array(["abcdefgh"[i] * 3 for i in y])
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_head_equals_the_sklearn_pipeline(num_classes):
+    x, y = blobs(num_classes=num_classes)
+    pipe = _sklearn_pipeline(0.5, 2000).fit(x, y)
+    head = LinearHead.from_sklearn(pipe, "cell_type")
+    assert head.classes == list(pipe.classes_) and head.coef.shape == (num_classes, 16)
+    np.testing.assert_allclose(head.predict_proba(x), pipe.predict_proba(x), rtol=0, atol=1e-12)
+
+    # fit_head's final refit uses every labelled unit: with T=1 it is the same pipeline; unlabelled / NaN skipped
+    y_missing = y.astype(object)
+    y_missing[:3] = [None, "", np.nan]
+    x_nan = x.copy()
+    x_nan[3] = np.nan
+    fitted = fit_head(x_nan, y_missing, "cell_type", C=0.5)
+    ok = np.ones(len(y), dtype=bool)
+    ok[:4] = False
+    ref = _sklearn_pipeline(0.5, 2000).fit(x[ok], y[ok])
+    uncalibrated = dataclasses.replace(fitted, temperature=1.0)
+    np.testing.assert_allclose(uncalibrated.predict_proba(x[ok]), ref.predict_proba(x[ok]), rtol=0, atol=1e-10)
+    assert fitted.provenance["fit"]["num_units"] == len(y) - 4
+    assert fitted.temperature != 1.0
+
+    proba = fitted.predict_proba(x_nan)
+    assert np.all(np.isnan(proba[3])) and np.all(np.isfinite(np.delete(proba, 3, axis=0)))
+    np.testing.assert_allclose(np.delete(proba, 3, axis=0).sum(axis=1), 1.0)
+    assert fitted.predict(x_nan)[3] == "unknown" and np.isnan(fitted.confidence(x_nan)[3])
+    logits = fitted.logits(x)
+    np.testing.assert_allclose(
+        proba[5], np.exp(logits[5] / fitted.temperature) / np.exp(logits[5] / fitted.temperature).sum()
+    )
+
+
+def test_abstention_honours_the_threshold_exactly():
+    x, y = blobs(n=120, separation=1.0)
+    head = fit_head(x, y, "cell_type")
+    conf = head.confidence(x)
+    best = np.asarray(head.classes)[np.argmax(head.predict_proba(x), axis=1)]
+    for threshold in (0.0, float(np.median(conf)), float(np.sort(conf)[10]), 1.0):
+        labels = dataclasses.replace(head, threshold=threshold).predict(x)
+        below = conf < threshold
+        assert np.all(labels[below] == "unknown")
+        np.testing.assert_array_equal(labels[~below], best[~below])
+        assert labels.dtype.kind == "U"
+    # a unit exactly at the threshold is labelled
+    at = dataclasses.replace(head, threshold=float(conf[7])).predict(x[7:8])
+    assert at[0] == best[7]
+    assert 0 < np.sum(dataclasses.replace(head, threshold=float(np.median(conf))).predict(x) == "unknown") < len(x)
+
+
+def test_calibration_lowers_the_ece_of_an_overconfident_fit():
+    # few units, many dimensions, overlapping classes and almost no regularisation: a very over-confident fit
+    x, y = blobs(n=160, dim=40, num_classes=3, separation=2.0, seed=1)
+    x_test, y_test = blobs(n=3000, dim=40, num_classes=3, separation=2.0, seed=1)
+    head = fit_head(x, y, "cell_type", C=100.0, calibration_fraction=0.3, seed=0)
+    raw = dataclasses.replace(head, temperature=1.0)
+    assert head.temperature > 1.5
+    ece_raw = expected_calibration_error(raw.predict_proba(x_test), y_test, head.classes)
+    ece_cal = expected_calibration_error(head.predict_proba(x_test), y_test, head.classes)
+    assert ece_raw > 0.15 and ece_cal < ece_raw / 2
+    fit = head.provenance["fit"]
+    assert fit["calibration_nll_after"] < fit["calibration_nll_before"]
+
+
+def test_temperature_search_recovers_a_known_temperature():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(scale=2.0, size=(5000, 4))
+    p = np.exp(true_logits) / np.exp(true_logits).sum(axis=1, keepdims=True)
+    y = (rng.random((5000, 1)) > np.cumsum(p, axis=1)).sum(axis=1)
+    assert fit_temperature(true_logits * 3.0, y) == pytest.approx(3.0, rel=0.1)
+    assert fit_temperature(true_logits / 2.0, y) == pytest.approx(0.5, rel=0.1)
+
+
+def test_perfectly_separated_calibration_units_warn():
+    x, y = blobs(n=40, separation=30.0)
+    with pytest.warns(UserWarning, match="end of its search range"):
+        head = fit_head(x, y, "cell_type", C=100.0)
+    assert head.provenance["fit"]["temperature_at_bound"]
+
+
+def test_group_split_holds_out_whole_groups():
+    x, y = blobs(n=120)
+    groups = np.repeat(np.arange(6), 20)
+    cal = _group_split(np.unique(y, return_inverse=True)[1], groups, 0.25, np.random.default_rng(0))
+    for g in range(6):
+        assert cal[groups == g].all() or not cal[groups == g].any()
+    assert 0 < cal.sum() < len(y)
+    head = fit_head(x, y, "region", groups=groups)
+    assert head.provenance["fit"]["split"] == "groups"
+    with pytest.raises(ValueError, match="at least 2 groups"):
+        fit_head(x, y, "region", groups=np.zeros(len(y)))
+
+
+def test_fit_head_errors():
+    x, y = blobs(n=30)
+    with pytest.raises(ValueError, match="30 units"):
+        fit_head(x, y[:-1], "cell_type")
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        fit_head(x, ["a"] * 30, "cell_type")
+    with pytest.raises(ValueError, match=r"at least 2 labelled units.*'z': 1"):
+        fit_head(x, list(y[:-1]) + ["z"], "cell_type")
+    with pytest.raises(ValueError, match="reserved"):
+        fit_head(x, np.where(y == y[0], "unknown", y), "cell_type")
+    with pytest.raises(ValueError, match="task must be"):
+        fit_head(x, y, "cell type")
+    with pytest.raises(ValueError, match="groups"):
+        fit_head(x, y, "cell_type", groups=np.zeros(5))
+    with pytest.raises(ValueError, match="calibration_fraction"):
+        fit_head(x, y, "cell_type", calibration_fraction=1.0)
+
+
+def test_arrays_round_trip_and_immutability():
+    x, y = blobs()
+    head = fit_head(x, y, "cell_type", threshold=0.4, provenance={"labels": "test"})
+    arrays, meta = head.to_arrays()
+    assert all(a.dtype == np.float64 for a in arrays.values())
+    json.dumps(meta)
+    again = LinearHead.from_arrays("cell_type", arrays, meta)
+    np.testing.assert_array_equal(again.predict_proba(x), head.predict_proba(x))
+    assert again.threshold == 0.4 and again.provenance["labels"] == "test" and "fit" in again.provenance
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        head.threshold = 0.9
+    with pytest.raises(ValueError):
+        head.coef[0, 0] = 1.0
+    with pytest.raises(ValueError, match="missing arrays"):
+        LinearHead.from_arrays("cell_type", {k: v for k, v in arrays.items() if k != "coef"}, meta)
+    with pytest.raises(ValueError, match="expects embeddings of shape"):
+        head.predict(x[:, :5])
+
+
+# -- in the model file ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bundle_with_heads():
+    torch.manual_seed(0)
+    bundle = ModelBundle.from_modules("nuclr", TINY, build_encoder(TINY), build_projector(TINY), name="tiny")
+    x, y = blobs(dim=16)
+    bundle.add_head(fit_head(x, y, "cell_type", provenance={"labels": "blobs"}))
+    x2, y2 = blobs(dim=16, num_classes=2, seed=3)
+    bundle.add_head(fit_head(x2, y2, "region", threshold=0.7))
+    return bundle
+
+
+def _raw(path):
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, json.loads(f.metadata()[METADATA_KEY])
+
+
+def test_bundle_with_heads_round_trips_bit_exact(bundle_with_heads, tmp_path):
+    bundle = bundle_with_heads
+    path = bundle.save(tmp_path / "m.safetensors")
+    tensors, meta = _raw(path)
+    assert meta["format_version"] == 2 and set(meta["heads"]) == {"cell_type", "region"}
+    assert meta["heads"]["region"]["threshold"] == 0.7 and meta["heads"]["cell_type"]["classes"] == [
+        "aaa",
+        "bbb",
+        "ccc",
+    ]
+    assert tensors["head.cell_type.coef"].shape == (3, 16) and tensors["head.cell_type.coef"].dtype == torch.float64
+
+    loaded = ModelBundle.load(path)
+    assert loaded.sha256 == bundle.sha256 and list(loaded.heads) == list(bundle.heads)
+    for task, head in bundle.heads.items():
+        other = loaded.heads[task]
+        for name in ("mean", "scale", "coef", "intercept"):
+            np.testing.assert_array_equal(getattr(other, name), getattr(head, name))
+        assert (other.classes, other.temperature, other.threshold) == (head.classes, head.temperature, head.threshold)
+        assert other.provenance == head.provenance
+    assert loaded.save(tmp_path / "again.safetensors").read_bytes() == path.read_bytes()
+
+    headless = ModelBundle("nuclr", TINY, bundle.state_dict, bundle.projector_state_dict, name="tiny")
+    assert headless.sha256 != bundle.sha256
+    assert headless.sha256 == weights_sha256({k: v for k, v in bundle.tensors().items() if not k.startswith("head.")})
+    headless_path = headless.save(tmp_path / "headless.safetensors")
+    assert _raw(headless_path)[1]["format_version"] == 1 and "heads" not in _raw(headless_path)[1]
+    assert ModelBundle.load(headless_path).heads == {}
+
+    removed = bundle.remove_head("region")
+    assert removed.task == "region" and list(bundle.heads) == ["cell_type"] and bundle.sha256 != loaded.sha256
+    with pytest.raises(ValueError, match="already has a head"):
+        bundle.add_head(loaded.heads["cell_type"])
+    bundle.add_head(loaded.heads["region"])
+    assert bundle.sha256 == loaded.sha256
+    with pytest.raises(TypeError):
+        bundle.heads["x"] = removed
+
+
+def test_tampered_heads_are_rejected(bundle_with_heads, tmp_path):
+    path = bundle_with_heads.save(tmp_path / "m.safetensors")
+    tensors, meta = _raw(path)
+
+    def write(t, m):
+        save_file(t, str(path), metadata={METADATA_KEY: json.dumps(m)})
+
+    bad = dict(tensors)
+    bad["head.cell_type.coef"] = bad["head.cell_type.coef"].clone()
+    bad["head.cell_type.coef"][0, 0] += 1e-9
+    write(bad, meta)
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        ModelBundle.load(path)
+
+    swapped = json.loads(json.dumps(meta))
+    swapped["heads"]["cell_type"]["classes"] = ["bbb", "aaa", "ccc"]
+    write(tensors, swapped)
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        ModelBundle.load(path)
+    for key, value in (("temperature", 0.5), ("threshold", 0.0)):
+        changed = json.loads(json.dumps(meta))
+        changed["heads"]["region"][key] = value
+        write(tensors, changed)
+        with pytest.raises(ValueError, match="checksum mismatch"):
+            ModelBundle.load(path)
+
+    # the provenance is not part of the identity
+    edited = json.loads(json.dumps(meta))
+    edited["heads"]["cell_type"]["provenance"] = {"labels": "renamed"}
+    write(tensors, edited)
+    assert ModelBundle.load(path).heads["cell_type"].provenance == {"labels": "renamed"}
+
+    # a head tensor without metadata, or metadata without tensors
+    orphan = json.loads(json.dumps(meta))
+    del orphan["heads"]["region"]
+    orphan["sha256"] = weights_sha256(
+        tensors, {t: {k: h[k] for k in ("classes", "temperature", "threshold")} for t, h in orphan["heads"].items()}
+    )
+    write(tensors, orphan)
+    with pytest.raises(ValueError, match="belongs to no head"):
+        ModelBundle.load(path)
+
+
+def test_head_must_fit_the_model_dimension(bundle_with_heads):
+    x, y = blobs(dim=8)
+    with pytest.raises(ValueError, match="dimension 8"):
+        bundle_with_heads.add_head(fit_head(x, y, "other"))
