@@ -9,7 +9,7 @@ import spikeinterface_neuronid  # noqa: F401  (registers the extension)
 from spikeinterface_neuronid.bundle import ModelBundle
 from spikeinterface_neuronid.methods.nuclr import NuCLRConfig, build_encoder
 
-FS = 10_000.0
+from conftest import FS, make_analyzer
 
 
 @pytest.fixture(scope="module")
@@ -18,21 +18,6 @@ def model_path(tmp_path_factory):
     config = NuCLRConfig.cpu(dim=16, num_heads=2, projector_dim=16)
     bundle = ModelBundle.from_modules("nuclr", config, build_encoder(config), name="test-random")
     return str(bundle.save(tmp_path_factory.mktemp("model") / "tiny.safetensors"))
-
-
-def make_analyzer(num_units=10, duration=32.0, seed=0, format="memory", folder=None, silent_units=0):
-    rng = np.random.default_rng(seed)
-    rates = rng.uniform(2.0, 20.0, num_units)
-    sorting = si.generate_sorting(
-        num_units=num_units, durations=[duration], firing_rates=rates, sampling_frequency=FS, seed=seed
-    )
-    if silent_units:
-        trains = {uid: sorting.get_unit_spike_train(uid) for uid in sorting.unit_ids}
-        for uid in list(trains)[:silent_units]:
-            trains[uid] = np.array([], dtype=np.int64)
-        sorting = si.NumpySorting.from_unit_dict([trains], sampling_frequency=FS)
-    recording = si.generate_recording(num_channels=4, durations=[duration], sampling_frequency=FS, seed=seed)
-    return si.create_sorting_analyzer(sorting, recording, format=format, folder=folder, sparse=False)
 
 
 @pytest.mark.parametrize("format", ["memory", "binary_folder", "zarr"])

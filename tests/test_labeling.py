@@ -10,23 +10,13 @@ from spikeinterface_neuronid import fit_head, neuronid_label_units
 from spikeinterface_neuronid.bundle import ModelBundle
 from spikeinterface_neuronid.methods.nuclr import NuCLRConfig, build_encoder
 
-FS = 10_000.0
+from conftest import make_analyzer as make_shared_analyzer
+
 THRESHOLD = 0.75
 
 
-def make_analyzer(num_units=16, duration=32.0, seed=0, format="memory", folder=None, silent_units=0):
-    rng = np.random.default_rng(seed)
-    rates = rng.uniform(2.0, 30.0, num_units)
-    sorting = si.generate_sorting(
-        num_units=num_units, durations=[duration], firing_rates=rates, sampling_frequency=FS, seed=seed
-    )
-    if silent_units:
-        trains = {uid: sorting.get_unit_spike_train(uid) for uid in sorting.unit_ids}
-        for uid in list(trains)[:silent_units]:
-            trains[uid] = np.array([], dtype=np.int64)
-        sorting = si.NumpySorting.from_unit_dict([trains], sampling_frequency=FS)
-    recording = si.generate_recording(num_channels=4, durations=[duration], sampling_frequency=FS, seed=seed)
-    return si.create_sorting_analyzer(sorting, recording, format=format, folder=folder, sparse=False)
+def make_analyzer(num_units=16, **kwargs):
+    return make_shared_analyzer(num_units=num_units, max_rate=30.0, **kwargs)
 
 
 def firing_class(analyzer):

@@ -1,0 +1,22 @@
+"""Shared test helpers: small generated analyzers."""
+
+import numpy as np
+import spikeinterface.core as si
+
+FS = 10_000.0
+
+
+def make_analyzer(num_units=10, duration=32.0, seed=0, format="memory", folder=None, silent_units=0, max_rate=20.0):
+    """A small analyzer of Poisson units; ``silent_units`` first units have no spike."""
+    rng = np.random.default_rng(seed)
+    rates = rng.uniform(2.0, max_rate, num_units)
+    sorting = si.generate_sorting(
+        num_units=num_units, durations=[duration], firing_rates=rates, sampling_frequency=FS, seed=seed
+    )
+    if silent_units:
+        trains = {uid: sorting.get_unit_spike_train(uid) for uid in sorting.unit_ids}
+        for uid in list(trains)[:silent_units]:
+            trains[uid] = np.array([], dtype=np.int64)
+        sorting = si.NumpySorting.from_unit_dict([trains], sampling_frequency=FS)
+    recording = si.generate_recording(num_channels=4, durations=[duration], sampling_frequency=FS, seed=seed)
+    return si.create_sorting_analyzer(sorting, recording, format=format, folder=folder, sparse=False)
