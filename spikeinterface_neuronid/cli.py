@@ -14,6 +14,8 @@ __all__ = ["main", "run_demo", "DEMO_ANIMALS"]
 
 #: Simulated animals used by the demo; the default model is pretrained on other animal seeds.
 DEMO_ANIMALS = (1000, 1001, 1002, 1003)
+#: Task head whose zero-shot labels the demo scores when the model has it.
+DEMO_HEAD_TASK = "firing_type"
 
 
 def _parse_range(text: str) -> list[int]:
@@ -43,11 +45,15 @@ def run_demo(
 
     The linear probe (StandardScaler + balanced logistic regression) is trained on the units of all
     animals but the last and tested on the last one, which the default model never saw in pretraining.
+    If the model has a ``firing_type`` task head (its classes are the simulator's cell types), the head's
+    zero-shot labels of the test animal (no probe fitted) are scored too: macro-F1 over the test units
+    (a unit labelled ``"unknown"`` counts as wrong) and the fraction labelled ``"unknown"``.
 
     Parameters
     ----------
     output : str | Path, default: "neuronid_demo_output"
-        Folder for ``demo_metrics.json`` and ``embedding_map.png``.
+        Folder for ``demo_metrics.json``, ``embedding_map.png`` and ``confusion_matrix.png`` (true cell types
+        of the test animal against the probe's predictions, and the head's when the model has one).
     preset : str, default: "easy"
         Simulator preset.
     animals : sequence of int, default: DEMO_ANIMALS
@@ -63,7 +69,8 @@ def run_demo(
     Returns
     -------
     dict
-        The metrics written to ``demo_metrics.json``.
+        The metrics written to ``demo_metrics.json``; with a ``firing_type`` head also ``head_task``,
+        ``head_macro_f1``, ``head_fraction_unknown`` and ``head_num_test_units``.
     """
     import matplotlib
 
@@ -76,20 +83,21 @@ def run_demo(
     from ._io import write_json
     from .evaluation import linear_probe
     from .inference import resolve_model
-    from .plots import plot_embedding_map, save_figure
+    from .plots import plot_confusion_matrix, plot_embedding_map, save_figure
     from .simulate import simulate_sorting
 
     if len(animals) < 2:
         raise ValueError("the demo needs at least two animals: probe training animals and one test animal")
     output = Path(output)
     bundle = resolve_model(model)
+    head_task = DEMO_HEAD_TASK if DEMO_HEAD_TASK in bundle.heads else None
     seen = set(bundle.provenance.get("animals", []))
     overlap = sorted(seen & set(animals))
     if overlap:
         raise ValueError(f"animals {overlap} were used to pretrain the model; choose held-out animal seeds")
 
     t0 = time.perf_counter()
-    embeddings, cell_types, animal_of = [], [], []
+    embeddings, cell_types, animal_of, head_labels = [], [], [], []
     for animal in animals:
         print(f"simulating animal {animal} ({preset}) ...", flush=True)
         recording, sorting = simulate_sorting(
@@ -98,6 +106,8 @@ def run_demo(
         analyzer = si.create_sorting_analyzer(sorting, recording, format="memory", sparse=False)
         ext = analyzer.compute("neuron_embedding", model=model, progress_bar=progress_bar, n_jobs=-1)
         embeddings.append(ext.get_data())
+        if head_task is not None:
+            head_labels.append(np.asarray(ext.data[f"{head_task}_label"]).astype(str))
         cell_types.append(np.asarray(analyzer.sorting.get_property("cell_type")).astype(str))
         animal_of.append(np.full(analyzer.get_num_units(), animal))
     x, y, animal_of = np.concatenate(embeddings), np.concatenate(cell_types), np.concatenate(animal_of)
@@ -119,6 +129,42 @@ def run_demo(
     figure = save_figure(fig, output / "embedding_map.png")
     plt.close(fig)
 
+    head_metrics: dict = {}
+    head_pred = None
+    if head_task is not None:
+        from sklearn.metrics import f1_score
+
+        from .heads import UNKNOWN
+
+        head_pred = np.concatenate(head_labels)[test]
+        y_test = y[test]
+        head_metrics = dict(
+            head_task=head_task,
+            head_macro_f1=float(
+                f1_score(y_test, head_pred, labels=sorted(set(y_test)), average="macro", zero_division=0)
+            ),
+            head_fraction_unknown=float(np.mean(head_pred == UNKNOWN)),
+            head_num_test_units=int(test.sum()),
+        )
+        print(
+            f"\n'{head_task}' head of the model, zero-shot on animal {animals[-1]} (no probe): macro-F1 "
+            f"{head_metrics['head_macro_f1']:.3f}, {100 * head_metrics['head_fraction_unknown']:.0f} % 'unknown'"
+        )
+
+    classes = sorted(set(y))
+    panels = 1 if head_pred is None else 2
+    fig, axes = plt.subplots(1, panels, figsize=(1.5 + 4.2 * panels, 4.2), squeeze=False)
+    plot_confusion_matrix(
+        y[test_ok], result.predictions, classes=classes, ax=axes[0, 0], title=f"Linear probe, animal {animals[-1]}"
+    )
+    if head_pred is not None:
+        plot_confusion_matrix(
+            y[test], head_pred, classes=classes, ax=axes[0, 1], title=f"'{head_task}' head (zero-shot)"
+        )
+    fig.tight_layout()
+    confusion_figure = save_figure(fig, output / "confusion_matrix.png")
+    plt.close(fig)
+
     metrics = dict(
         task="cell_type",
         preset=preset,
@@ -130,10 +176,11 @@ def run_demo(
         num_test_units=int(test.sum()),
         seconds=round(elapsed, 1),
         **result.to_dict(),
+        **head_metrics,
     )
     write_json(output / "demo_metrics.json", metrics)
     print(f"\nmacro-F1 {result.macro_f1:.3f}, balanced accuracy {result.balanced_accuracy:.3f} in {elapsed:.0f} s")
-    print(f"wrote {figure} and {output / 'demo_metrics.json'}")
+    print(f"wrote {figure}, {confusion_figure} and {output / 'demo_metrics.json'}")
     return metrics
 
 

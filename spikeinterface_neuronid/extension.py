@@ -39,6 +39,14 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
         Seed of the random grouping of units, used only when a window exceeds ``max_context_units``.
     device : str, default: "cpu"
         Torch device, e.g. ``"cuda"``.
+    fine_tune_steps : int, default: 0
+        Transductive use: when > 0, the encoder is first fine-tuned self-supervised for this many steps on
+        this analyzer's own spike trains (:func:`~spikeinterface_neuronid.training.fine_tune_transductive`;
+        no label is used), then the units are embedded with the fine-tuned encoder. The model's task heads
+        are kept unchanged. 0 (the default) embeds with the model as it is.
+    fine_tune_seed : int, default: 0
+        Seed of the fine-tuning (sampling and dropout); on CPU the same seed, data and ``n_jobs`` give the
+        same weights and embeddings.
     **job_kwargs
         SpikeInterface job kwargs: ``n_jobs`` sets the number of torch CPU threads during the compute,
         ``progress_bar`` shows a progress bar over windows. Others are accepted and ignored.
@@ -65,7 +73,14 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
     so every row is recomputed on the new analyzer (a unit's embedding depends on all the others);
     the cost equals one compute.
 
-    The model file's SHA-256 is stored in the params (``model_sha256``) for provenance.
+    The model file's SHA-256 is stored in the params (``model_sha256``) for provenance. With
+    ``fine_tune_steps > 0``, ``fine_tuned_sha256`` holds the SHA-256 of the fine-tuned model (encoder and
+    heads) the embeddings were computed with (None without fine-tuning). The fine-tuned model is not saved:
+    recomputing fine-tunes again, with the same result for the same seed on the same machine.
+    ``merge_units`` and ``split_units`` recompute on the new analyzer, so they also **fine-tune again on
+    the new population** (starting from ``model``, with ``fine_tune_seed``) and update
+    ``fine_tuned_sha256``; their cost is then one fine-tuning plus one compute. The heads were fitted on
+    embeddings of the original encoder, so fine-tune for few steps when relying on the labels.
     """
 
     extension_name = "neuron_embedding"
@@ -73,7 +88,7 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
     need_recording = False
     use_nodepipeline = False
     need_job_kwargs = True
-    _resolved_params = ("model_name", "model_sha256", "method")
+    _resolved_params = ("model_name", "model_sha256", "method", "fine_tuned_sha256")
 
     @classmethod
     def get_required_dependencies(cls, **params):
@@ -86,6 +101,13 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
             raise TypeError(
                 f"compute('neuron_embedding') got unknown parameter(s) {unknown}; valid parameters are {sorted(allowed)}"
             )
+        # checked before the previous result is deleted (see above)
+        for key in ("fine_tune_steps", "fine_tune_seed"):
+            value = params.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"{key} must be an integer, got {value!r}")
+        if params.get("fine_tune_steps", 0) < 0:
+            raise ValueError(f"fine_tune_steps must be >= 0 (0 disables fine-tuning), got {params['fine_tune_steps']}")
         return list(cls.depend_on)
 
     def _set_params(
@@ -95,6 +117,8 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
         max_context_units: int | None = None,
         seed: int = 0,
         device: str = "cpu",
+        fine_tune_steps: int = 0,
+        fine_tune_seed: int = 0,
     ):
         from .inference import resolve_model
 
@@ -115,9 +139,13 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
             max_context_units=None if max_context_units is None else int(max_context_units),
             seed=int(seed),
             device=str(device),
+            fine_tune_steps=int(fine_tune_steps),
+            fine_tune_seed=int(fine_tune_seed),
+            fine_tuned_sha256=None,  # set by the compute when fine_tune_steps > 0
         )
 
     def _compute(self, sorting_analyzer, verbose=False, **job_kwargs) -> dict:
+        """Embed (and label) the units of ``sorting_analyzer``; sets ``self._fine_tuned_sha256``."""
         from .inference import embed_populations, resolve_model
 
         job_kwargs = fix_job_kwargs(job_kwargs)
@@ -129,6 +157,23 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
             )
         segments = analyzer_to_spike_train_sets(sorting_analyzer)
         n_jobs = job_kwargs.get("n_jobs", 1)
+        num_threads = n_jobs if isinstance(n_jobs, int) and n_jobs > 0 else None
+        progress_bar = bool(job_kwargs.get("progress_bar", False))
+        self._fine_tuned_sha256 = None
+        steps = int(self.params.get("fine_tune_steps", 0))  # absent in params stored by older versions
+        if steps > 0:
+            from .training import fine_tune_transductive
+
+            bundle = fine_tune_transductive(
+                bundle,
+                segments,
+                steps=steps,
+                seed=int(self.params.get("fine_tune_seed", 0)),
+                device=self.params["device"],
+                num_threads=num_threads,
+                progress_bar=progress_bar,
+            )
+            self._fine_tuned_sha256 = bundle.sha256
         result = embed_populations(
             bundle,
             segments,
@@ -136,8 +181,8 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
             max_context_units=self.params["max_context_units"],
             seed=self.params["seed"],
             device=self.params["device"],
-            num_threads=n_jobs if isinstance(n_jobs, int) and n_jobs > 0 else None,
-            progress_bar=bool(job_kwargs.get("progress_bar", False)),
+            num_threads=num_threads,
+            progress_bar=progress_bar,
         )
         data = dict(embedding=result.embedding, num_windows=result.num_windows, embedded=result.embedded)
         for head in bundle.heads.values():
@@ -146,6 +191,32 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
 
     def _run(self, verbose=False, **job_kwargs):
         self.data.update(self._compute(self.sorting_analyzer, verbose=verbose, **job_kwargs))
+        if self._record_fine_tuned_sha256(self) and getattr(self, "_save_to_disk", False):
+            # run() wrote params.json before _run(); no data is on disk yet, so rewriting it is safe
+            self._save_params()
+            self._save_importing_provenance()
+
+    def _record_fine_tuned_sha256(self, extension) -> bool:
+        """Store the checksum of the last compute's fine-tuned model in ``extension.params``; True if changed."""
+        sha = getattr(self, "_fine_tuned_sha256", None)
+        if extension.params is None or extension.params.get("fine_tuned_sha256") == sha:
+            return False
+        extension.params = {**extension.params, "fine_tuned_sha256": sha}
+        return True
+
+    def merge(self, new_sorting_analyzer, *args, **kwargs):
+        # SpikeInterface copies this extension's params to the merged one; with fine-tuning, the merged
+        # population gets its own fine-tuned model, whose checksum replaces the copied one.
+        new_extension = super().merge(new_sorting_analyzer, *args, **kwargs)
+        if self._record_fine_tuned_sha256(new_extension):
+            new_extension.save()
+        return new_extension
+
+    def split(self, new_sorting_analyzer, *args, **kwargs):
+        new_extension = super().split(new_sorting_analyzer, *args, **kwargs)
+        if self._record_fine_tuned_sha256(new_extension):
+            new_extension.save()
+        return new_extension
 
     def _select_units_extension_data(self, unit_ids):
         indices = self.sorting_analyzer.sorting.ids_to_indices(unit_ids)
