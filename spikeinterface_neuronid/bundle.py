@@ -328,6 +328,48 @@ class ModelBundle:
         """Number of encoder weights."""
         return int(sum(v.numel() for v in self.state_dict.values()))
 
+    def model_card(self) -> str:
+        """A human-readable markdown model card generated from the file's metadata.
+
+        Returns
+        -------
+        str
+            Markdown: identity and checksum, architecture, training provenance, and each task head with its
+            classes, calibration temperature, abstention threshold and fit provenance.
+        """
+        meta = self.metadata()
+        lines = [
+            f"# Model card: {self.name}",
+            "",
+            f"- **Method:** `{self.method}`; {self.num_parameters():,} encoder parameters",
+            f"- **SHA-256 (weights and heads):** `{self.sha256}`",
+            f"- **Created:** {self.created} with spikeinterface-neuronid {self.package_version}",
+            "",
+            "## Configuration",
+            "",
+            "| key | value |",
+            "|---|---|",
+            *(f"| `{k}` | `{v}` |" for k, v in meta["config"].items()),
+            "",
+            "## Provenance",
+            "",
+            "```json",
+            json.dumps(self.provenance, indent=2, sort_keys=True),
+            "```",
+        ]
+        for task, head in sorted(self._heads.items()):
+            lines += [
+                "",
+                f"## Head `{task}`",
+                "",
+                f"- **Classes:** {', '.join(head.classes)} (label `unknown` when the largest calibrated "
+                f"probability is below {head.threshold:g})",
+                f"- **Calibration temperature:** {head.temperature:.4g}",
+            ]
+            if head.provenance:
+                lines += ["", "```json", json.dumps(head.provenance, indent=2, sort_keys=True, default=str), "```"]
+        return "\n".join(lines) + "\n"
+
     def __repr__(self) -> str:
         heads = f", heads={sorted(self._heads)}" if self._heads else ""
         return (

@@ -12,6 +12,9 @@ import numpy as np
 
 __all__ = ["main", "run_demo", "DEMO_ANIMALS"]
 
+#: Task name of the head the demo fits on the labelled animals (the labelling workflow).
+WORKFLOW_TASK = "cell_type"
+
 #: Simulated animals used by the demo; the default model is pretrained on other animal seeds.
 DEMO_ANIMALS = (1000, 1001, 1002, 1003)
 #: Task head whose zero-shot labels the demo scores when the model has it.
@@ -98,6 +101,7 @@ def run_demo(
 
     t0 = time.perf_counter()
     embeddings, cell_types, animal_of, head_labels = [], [], [], []
+    analyzer = None
     for animal in animals:
         print(f"simulating animal {animal} ({preset}) ...", flush=True)
         recording, sorting = simulate_sorting(
@@ -151,6 +155,14 @@ def run_demo(
             f"{head_metrics['head_macro_f1']:.3f}, {100 * head_metrics['head_fraction_unknown']:.0f} % 'unknown'"
         )
 
+    workflow = _labelling_workflow(model, analyzer, x[~test], y[~test], animal_of[~test], output)
+    print(
+        f"\nLabelling workflow: a '{WORKFLOW_TASK}' head fitted on the labelled units of animals "
+        f"{list(animals[:-1])}, saved with the model to {workflow['workflow_model']}, labels animal "
+        f"{animals[-1]} via neuronid_label_units: accuracy {workflow['workflow_accuracy']:.3f} on the "
+        f"labelled units, {100 * workflow['workflow_fraction_unknown']:.0f} % 'unknown'"
+    )
+
     classes = sorted(set(y))
     panels = 1 if head_pred is None else 2
     fig, axes = plt.subplots(1, panels, figsize=(1.5 + 4.2 * panels, 4.2), squeeze=False)
@@ -177,11 +189,37 @@ def run_demo(
         seconds=round(elapsed, 1),
         **result.to_dict(),
         **head_metrics,
+        **workflow,
     )
     write_json(output / "demo_metrics.json", metrics)
     print(f"\nmacro-F1 {result.macro_f1:.3f}, balanced accuracy {result.balanced_accuracy:.3f} in {elapsed:.0f} s")
     print(f"wrote {figure}, {confusion_figure} and {output / 'demo_metrics.json'}")
     return metrics
+
+
+def _labelling_workflow(model: str, test_analyzer, train_x, train_y, train_groups, output: Path) -> dict:
+    """Fit a head on labelled units, save it with the model, label a new analyzer with it (issue: labels)."""
+    from .bundle import ModelBundle
+    from .heads import UNKNOWN, fit_head
+    from .inference import default_model_path
+    from .labeling import neuronid_label_units
+
+    # a fresh copy: resolve_model() returns a cached bundle shared by the session
+    bundle = ModelBundle.load(default_model_path() if model in (None, "default") else model)
+    # calibrate on whole held-out animals when there are several, else on held-out units
+    groups = train_groups if len(np.unique(train_groups)) > 1 else None
+    head = fit_head(train_x, train_y, task=WORKFLOW_TASK, groups=groups, seed=0)
+    bundle.add_head(head, overwrite=True)
+    model_file = bundle.save(output / f"neuronid-demo-{WORKFLOW_TASK}.safetensors")
+    labels = neuronid_label_units(test_analyzer, model=str(model_file), tasks=[WORKFLOW_TASK], progress_bar=False)
+    predicted = labels[f"{WORKFLOW_TASK}_label"].to_numpy().astype(str)
+    truth = np.asarray(test_analyzer.sorting.get_property("cell_type")).astype(str)
+    answered = predicted != UNKNOWN
+    return dict(
+        workflow_model=str(model_file),
+        workflow_accuracy=float(np.mean(predicted[answered] == truth[answered])) if answered.any() else float("nan"),
+        workflow_fraction_unknown=float(np.mean(~answered)),
+    )
 
 
 def _pretrain_command(args: argparse.Namespace) -> int:
@@ -245,6 +283,10 @@ def _pretrain_command(args: argparse.Namespace) -> int:
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return 0  # under torchrun every rank holds the same weights; rank 0 writes the file
     path = bundle.save(args.output)
+    from ._io import atomic_path
+
+    with atomic_path(path.with_suffix(".md")) as tmp:
+        tmp.write_text(bundle.model_card())
     losses = np.asarray(history["loss"])
     k = max(1, len(losses) // 10)
     print(f"loss {losses[:k].mean():.3f} -> {losses[-k:].mean():.3f}; wrote {path} (sha256 {bundle.sha256[:12]}…)")

@@ -262,3 +262,23 @@ def test_head_must_fit_the_model_dimension(bundle_with_heads):
     x, y = blobs(dim=8)
     with pytest.raises(ValueError, match="dimension 8"):
         bundle_with_heads.add_head(fit_head(x, y, "other"))
+
+
+def test_model_card_is_generated_from_the_bundle_metadata():
+    import torch
+
+    from spikeinterface_neuronid.bundle import ModelBundle
+    from spikeinterface_neuronid.heads import fit_head
+    from spikeinterface_neuronid.methods.nuclr import NuCLRConfig, build_encoder
+
+    torch.manual_seed(0)
+    config = NuCLRConfig.cpu(dim=8, num_heads=2, projector_dim=8)
+    bundle = ModelBundle.from_modules("nuclr", config, build_encoder(config), name="card-test", provenance={"data": "x"})
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (40, 8)), rng.normal(3, 1, (40, 8))])
+    y = np.array(["PV"] * 40 + ["SST"] * 40)
+    bundle.add_head(fit_head(x, y, task="cell_type", threshold=0.6))
+    card = bundle.model_card()
+    assert card.startswith("# Model card: card-test") and bundle.sha256 in card
+    assert "## Head `cell_type`" in card and "PV, SST" in card and "below 0.6" in card
+    assert '"data": "x"' in card

@@ -43,6 +43,13 @@ def test_demo_runs_end_to_end_and_writes_its_outputs(tmp_path, trained):
     saved = json.loads((tmp_path / "out" / "demo_metrics.json").read_text())
     assert saved["macro_f1"] == metrics["macro_f1"] and saved["model_sha256"] == trained[0].sha256
     assert (tmp_path / "out" / "embedding_map.png").stat().st_size > 10_000
+    # the labelling workflow: a cell_type head fitted on the probe animals, saved with the model
+    from spikeinterface_neuronid.bundle import ModelBundle
+
+    workflow_model = ModelBundle.load(metrics["workflow_model"])
+    assert workflow_model.heads["cell_type"].classes == sorted(set(workflow_model.heads["cell_type"].classes))
+    assert workflow_model.sha256 != trained[0].sha256
+    assert 0.0 <= metrics["workflow_fraction_unknown"] <= 1.0
 
 
 def test_demo_refuses_animals_seen_in_pretraining(tmp_path, trained):
@@ -64,6 +71,8 @@ def test_cli_pretrain_on_simulated_animals(tmp_path):
 
     bundle = ModelBundle.load(out)
     assert code == 0 and bundle.name == "cli-test" and bundle.provenance["animals"] == [0, 1]
+    card = out.with_suffix(".md").read_text()
+    assert card.startswith("# Model card: cli-test") and bundle.sha256 in card
 
 
 def test_parse_range():
