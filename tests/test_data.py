@@ -59,3 +59,20 @@ def test_view_pairs_follow_nuclr_sampling():
 def test_view_pair_is_none_for_too_short_recordings():
     trains = SpikeTrainSet([np.array([1.0, 2.0])] * 3, duration=5.0)
     assert sample_view_pair(np.random.default_rng(0), trains, WindowSpec()) is None
+
+
+def test_atomic_writes_leave_no_partial_file_and_normal_permissions(tmp_path):
+    import os
+
+    from spikeinterface_neuronid._io import atomic_path, write_json
+
+    target = tmp_path / "out.json"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+    write_json(target, {"a": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask

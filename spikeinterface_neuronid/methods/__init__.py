@@ -11,7 +11,8 @@ A method module is everything the rest of the package knows about a method. It m
 ``build_encoder(config) -> torch.nn.Module``
     The encoder: ``encoder(counts, unit_mask) -> embedding`` with ``counts`` float32 of shape
     ``(batch, units, window_bins)``, ``unit_mask`` bool of shape ``(batch, units)`` (False = padding) and an
-    output of shape ``(batch, units, dim)``.
+    output of shape ``(batch, units, dim)``. An encoder may take further optional inputs (NeurPIR's
+    ``covariates``); inference never passes them, so their defaults must give a usable embedding.
 ``build_projector(config) -> torch.nn.Module``
     The training-only head between the encoder output and the loss.
 ``loss(encoder, projector, batch, config) -> torch.Tensor``
@@ -36,6 +37,7 @@ __all__ = ["METHODS", "REQUIRED_ATTRIBUTES", "ViewBatch", "get_method", "availab
 #: Registry: method name -> module implementing it.
 METHODS: dict[str, str] = {
     "nuclr": "spikeinterface_neuronid.methods.nuclr",
+    "neurpir": "spikeinterface_neuronid.methods.neurpir",
 }
 
 #: What every method module must define (see the module docstring).
