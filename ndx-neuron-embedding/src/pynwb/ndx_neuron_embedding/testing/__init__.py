@@ -1,0 +1,1 @@
+"""Testing utilities (mock factories) for ndx-neuron-embedding."""
