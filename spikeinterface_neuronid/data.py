@@ -62,15 +62,30 @@ class SpikeTrainSet:
         Length of the segment in seconds.
     unit_ids : sequence, optional
         Identifiers of the units, only used in error messages. Default: positions.
+    covariates : np.ndarray, optional
+        Surrounding information recorded with the population (e.g. a stimulus or behaviour), shape
+        ``(n_samples, k)``, sample ``i`` covering ``[i, i + 1) / covariate_rate_hz`` seconds from the segment
+        start; it must cover the whole duration (``n_samples >= duration * covariate_rate_hz``). It is kept
+        as given and binned per window (:meth:`bin_covariates`). Default: none.
+    covariate_rate_hz : float, optional
+        Sampling rate of ``covariates`` in Hz; required with ``covariates``.
 
     Raises
     ------
     ValueError
-        If there are no units, the duration is not a positive finite number, or a unit has
-        non-finite, unsorted or out-of-range spike times.
+        If there are no units, the duration is not a positive finite number, a unit has
+        non-finite, unsorted or out-of-range spike times, or the covariates are not a finite 2-D array
+        with a positive rate covering the duration.
     """
 
-    def __init__(self, spike_times: Sequence[np.ndarray], duration: float, unit_ids: Sequence | None = None):
+    def __init__(
+        self,
+        spike_times: Sequence[np.ndarray],
+        duration: float,
+        unit_ids: Sequence | None = None,
+        covariates: np.ndarray | None = None,
+        covariate_rate_hz: float | None = None,
+    ):
         duration = float(duration)
         if not np.isfinite(duration) or duration <= 0:
             raise ValueError(f"duration must be a positive finite number of seconds, got {duration!r}")
@@ -96,6 +111,49 @@ class SpikeTrainSet:
         self.spike_times = trains
         self.duration = duration
         self.unit_ids = unit_ids
+        self.covariates: np.ndarray | None = None
+        self.covariate_rate_hz: float | None = None
+        if covariates is not None or covariate_rate_hz is not None:
+            self.covariates, self.covariate_rate_hz = _check_covariates(covariates, covariate_rate_hz, duration)
+
+    @property
+    def num_covariates(self) -> int:
+        """Number of covariate channels (0 without covariates)."""
+        return 0 if self.covariates is None else int(self.covariates.shape[1])
+
+    def bin_covariates(self, start_s: float, num_bins: int, bin_s: float) -> np.ndarray:
+        """Covariates averaged in ``num_bins`` bins of ``bin_s`` seconds from ``start_s``.
+
+        Bin ``j`` is the mean of the samples whose start time ``i / covariate_rate_hz`` lies in
+        ``[start_s + j * bin_s, start_s + (j + 1) * bin_s)``; a bin holding no sample (bins shorter than the
+        sampling period) takes the sample covering its start. Samples past the end are clamped to the last one.
+
+        Returns
+        -------
+        np.ndarray
+            float32 array of shape ``(num_bins, k)``.
+
+        Raises
+        ------
+        ValueError
+            If the segment has no covariates.
+        """
+        if self.covariates is None:
+            raise ValueError("this SpikeTrainSet has no covariates")
+        cov, rate = self.covariates, self.covariate_rate_hz
+        n = cov.shape[0]
+        edges = start_s + np.arange(num_bins + 1, dtype=np.float64) * bin_s
+        idx = np.clip(np.ceil(edges * rate - 1e-9).astype(np.int64), 0, n)  # first sample starting at/after each edge
+        lo, hi = idx[:-1], idx[1:]
+        csum = np.concatenate([np.zeros((1, cov.shape[1])), np.cumsum(cov, axis=0, dtype=np.float64)])
+        counts = hi - lo
+        out = np.empty((num_bins, cov.shape[1]), dtype=np.float64)
+        full = counts > 0
+        out[full] = (csum[hi[full]] - csum[lo[full]]) / counts[full, None]
+        if not np.all(full):
+            cover = np.clip(np.floor(edges[:-1][~full] * rate + 1e-9).astype(np.int64), 0, n - 1)
+            out[~full] = cov[cover]
+        return out.astype(np.float32)
 
     @property
     def num_units(self) -> int:
@@ -137,6 +195,30 @@ class SpikeTrainSet:
         return np.asarray(active, dtype=np.int64)
 
 
+def _check_covariates(covariates, rate, duration: float) -> tuple[np.ndarray, float]:
+    if covariates is None or rate is None:
+        raise ValueError("give covariates and covariate_rate_hz together")
+    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)):
+        raise ValueError(f"covariate_rate_hz must be a positive number of Hz, got {rate!r}")
+    rate = float(rate)
+    if not np.isfinite(rate) or rate <= 0:
+        raise ValueError(f"covariate_rate_hz must be a positive finite number of Hz, got {rate!r}")
+    covariates = np.asarray(covariates)
+    if covariates.ndim != 2 or covariates.shape[1] < 1:
+        raise ValueError(f"covariates must be a 2-D array (n_samples, k) with k >= 1, got shape {covariates.shape}")
+    if not np.issubdtype(covariates.dtype, np.number) or np.issubdtype(covariates.dtype, np.complexfloating):
+        raise ValueError(f"covariates must be real numbers, got dtype {covariates.dtype}")
+    if not np.all(np.isfinite(covariates)):
+        raise ValueError("covariates have non-finite values (NaN or inf); fill or remove them first")
+    needed = int(np.ceil(duration * rate - 1e-6))
+    if covariates.shape[0] < needed:
+        raise ValueError(
+            f"covariates have {covariates.shape[0]} samples at {rate:g} Hz ({covariates.shape[0] / rate:g} s); "
+            f"they must cover the duration ({duration:g} s, {needed} samples)"
+        )
+    return covariates, rate
+
+
 def inference_window_starts(duration: float, window_s: float) -> np.ndarray:
     """Start times of the non-overlapping windows that tile ``[0, duration]`` (the last partial one is dropped)."""
     num = int(np.floor(duration / window_s + 1e-9))
@@ -149,12 +231,16 @@ class ViewPair:
 
     ``counts1`` has shape ``(len(units1), window_bins)``; ``units1`` indexes the units of the
     source :class:`SpikeTrainSet` (same for view 2). A unit present in both views is a positive pair.
+    ``covariates1`` / ``covariates2`` are the source's covariates binned over each view's window,
+    float32 ``(window_bins, k)``, or None when the source has none.
     """
 
     counts1: np.ndarray
     units1: np.ndarray
     counts2: np.ndarray
     units2: np.ndarray
+    covariates1: np.ndarray | None = None
+    covariates2: np.ndarray | None = None
 
 
 def _keep_random_subset(rng: np.random.Generator, units: np.ndarray, min_keep: float, max_units: int) -> np.ndarray:
@@ -177,7 +263,8 @@ def sample_view_pair(
 
     View 1 starts uniformly in the segment; view 2 starts within ``max_shift_s`` of it. Each view keeps
     the units active in it, then an independent random ``min_keep``–100 % of them, capped at
-    ``max_units``. Returns None when fewer than ``min_shared_units`` units are in both views.
+    ``max_units``. Returns None when fewer than ``min_shared_units`` units are in both views. The
+    covariates of each window, if the population has any, are binned too (same bins as the counts).
     """
     window_s = spec.window_s
     if trains.duration < window_s:
@@ -197,4 +284,12 @@ def sample_view_pair(
         units1=units[0],
         counts2=trains.bin(start2, spec.window_bins, spec.bin_s, units[1]),
         units2=units[1],
+        covariates1=_window_covariates(trains, start1, spec),
+        covariates2=_window_covariates(trains, start2, spec),
     )
+
+
+def _window_covariates(trains: SpikeTrainSet, start_s: float, spec: WindowSpec) -> np.ndarray | None:
+    if trains.covariates is None:
+        return None
+    return trains.bin_covariates(start_s, spec.window_bins, spec.bin_s)

@@ -29,6 +29,11 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
     model : str, default: "default"
         ``"default"`` for the pretrained model shipped with the package, or the path of a model file
         (``.safetensors``) written by ``spikeinterface_neuronid.pretrain`` / ``fine_tune``.
+    method : str | None, default: None
+        With ``model="default"``: which shipped model, ``"nuclr"`` (the default, also for None) or
+        ``"neurpir"`` (single-neuron NeurPIR encoder, trained with stimulus covariates; a sorting has no
+        covariates, so they are zeros here). With a model path: the method the file must have (None: any);
+        a mismatch is an error raised before any previous result is touched.
     batch_size : int, default: 16
         Number of windows per forward pass.
     max_context_units : int | None, default: None
@@ -73,7 +78,8 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
     so every row is recomputed on the new analyzer (a unit's embedding depends on all the others);
     the cost equals one compute.
 
-    The model file's SHA-256 is stored in the params (``model_sha256``) for provenance. With
+    The model file's SHA-256 is stored in the params (``model_sha256``) for provenance, and ``method`` holds
+    the model's method (``"nuclr"`` or ``"neurpir"``) whatever was passed. With
     ``fine_tune_steps > 0``, ``fine_tuned_sha256`` holds the SHA-256 of the fine-tuned model (encoder and
     heads) the embeddings were computed with (None without fine-tuning). The fine-tuned model is not saved:
     recomputing fine-tunes again, with the same result for the same seed on the same machine.
@@ -108,11 +114,28 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
                 raise TypeError(f"{key} must be an integer, got {value!r}")
         if params.get("fine_tune_steps", 0) < 0:
             raise ValueError(f"fine_tune_steps must be >= 0 (0 disables fine-tuning), got {params['fine_tune_steps']}")
+        if "model_sha256" not in params:  # a new compute (stored params were checked when they were set)
+            cls._check_method(params.get("model", "default"), params.get("method"))
         return list(cls.depend_on)
+
+    @staticmethod
+    def _check_method(model, method) -> None:
+        """Reject a ``method`` with no default model, or one that disagrees with the model file's method."""
+        from .inference import default_model_path, resolve_model
+
+        if method is None:
+            return
+        if not isinstance(method, str):
+            raise TypeError(f"method must be a method name (e.g. 'nuclr', 'neurpir') or None, got {method!r}")
+        if isinstance(model, str) and model == "default":
+            default_model_path(method)  # ValueError for a method without a default model
+        elif isinstance(model, (str, Path)):
+            resolve_model(str(model), method)  # ValueError when the file's method differs
 
     def _set_params(
         self,
         model: str = "default",
+        method: str | None = None,
         batch_size: int = 16,
         max_context_units: int | None = None,
         seed: int = 0,
@@ -127,7 +150,7 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
                 "model must be 'default' or the path of a model file; save a ModelBundle with bundle.save(path) first"
             )
         model = str(model)
-        bundle = resolve_model(model)
+        bundle = resolve_model(model, method)
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         return dict(
@@ -149,7 +172,8 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
         from .inference import embed_populations, resolve_model
 
         job_kwargs = fix_job_kwargs(job_kwargs)
-        bundle = resolve_model(self.params["model"])
+        # "method" selects the default model ("default" + "neurpir"); stored params always hold the resolved one
+        bundle = resolve_model(self.params["model"], self.params.get("method"))
         if bundle.sha256 != self.params["model_sha256"]:
             raise ValueError(
                 f"the model file {self.params['model']} changed since these params were set "

@@ -8,6 +8,7 @@ of its per-window vectors over all windows where it was active (NuCLR's inferenc
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -20,33 +21,77 @@ from .data import SpikeTrainSet, WindowSpec, inference_window_starts
 __all__ = ["EmbeddingResult", "embed_populations", "resolve_model", "default_model_path", "window_spec_of"]
 
 DEFAULT_MODEL_FILE = "neuronid-default.safetensors"
+#: Method name -> file name of its default model in ``spikeinterface_neuronid/default_model``.
+DEFAULT_MODEL_FILES: dict[str, str] = {
+    "nuclr": DEFAULT_MODEL_FILE,
+    "neurpir": "neuronid-neurpir-default.safetensors",
+}
+#: The method whose default model ``model="default"`` means when no method is given.
+DEFAULT_METHOD = "nuclr"
 _MODEL_CACHE: dict[tuple[str, float], ModelBundle] = {}
 
 
-def default_model_path() -> Path:
-    """Path of the default pretrained model shipped inside the package."""
-    return Path(__file__).parent / "default_model" / DEFAULT_MODEL_FILE
+def default_model_path(method: str | None = None) -> Path:
+    """Path of the default pretrained model of ``method`` shipped inside the package.
+
+    Parameters
+    ----------
+    method : str | None, default: None
+        A key of :data:`DEFAULT_MODEL_FILES` (``"nuclr"``, ``"neurpir"``); None means ``"nuclr"``.
+
+    Raises
+    ------
+    ValueError
+        If no default model is shipped for ``method``.
+    """
+    method = DEFAULT_METHOD if method is None else method
+    if not isinstance(method, str) or method not in DEFAULT_MODEL_FILES:
+        raise ValueError(
+            f"no default model for method {method!r}; default models exist for {', '.join(sorted(DEFAULT_MODEL_FILES))}"
+        )
+    return Path(__file__).parent / "default_model" / DEFAULT_MODEL_FILES[method]
 
 
-def resolve_model(model: str | Path | ModelBundle | None = "default") -> ModelBundle:
+def resolve_model(model: str | Path | ModelBundle | None = "default", method: str | None = None) -> ModelBundle:
     """Return a :class:`ModelBundle` for ``"default"``, a path to a ``.safetensors`` model file, or a bundle.
 
+    Parameters
+    ----------
+    model : str | Path | ModelBundle | None, default: "default"
+        ``"default"`` (or None) for the shipped default model of ``method``, a model file path, or a bundle.
+    method : str | None, default: None
+        With ``"default"``: which method's default model (None: NuCLR's). With a path or bundle: the method
+        the model must have (None: any).
+
     Loaded files are cached by path and modification time, so repeated calls do not re-read them.
+
+    Raises
+    ------
+    ValueError
+        If ``method`` has no default model, or disagrees with the given model's method.
     """
     if isinstance(model, ModelBundle):
-        return model
-    path = default_model_path() if model in (None, "default") else Path(model).expanduser()
-    if not path.is_file():
-        if model in (None, "default"):
-            raise FileNotFoundError(
-                f"the default model file is missing from the installation ({path}); reinstall "
-                "spikeinterface-neuronid or pass model=<path to a .safetensors model>"
-            )
-        raise FileNotFoundError(f"model file not found: {path}; pass 'default' or the path of a .safetensors model")
-    key = (str(path.resolve()), path.stat().st_mtime)
-    if key not in _MODEL_CACHE:
-        _MODEL_CACHE[key] = ModelBundle.load(path)
-    return _MODEL_CACHE[key]
+        bundle = model
+    else:
+        is_default = model is None or (isinstance(model, str) and model == "default")
+        path = default_model_path(method) if is_default else Path(model).expanduser()
+        if not path.is_file():
+            if is_default:
+                raise FileNotFoundError(
+                    f"the default model file is missing from the installation ({path}); reinstall "
+                    "spikeinterface-neuronid or pass model=<path to a .safetensors model>"
+                )
+            raise FileNotFoundError(f"model file not found: {path}; pass 'default' or the path of a .safetensors model")
+        key = (str(path.resolve()), path.stat().st_mtime)
+        if key not in _MODEL_CACHE:
+            _MODEL_CACHE[key] = ModelBundle.load(path)
+        bundle = _MODEL_CACHE[key]
+    if method is not None and bundle.method != method:
+        raise ValueError(
+            f"method={method!r} does not match the model, which is a {bundle.method!r} model; pass "
+            f"method={bundle.method!r} or None, or a {method!r} model"
+        )
+    return bundle
 
 
 def window_spec_of(bundle: ModelBundle) -> WindowSpec:
@@ -153,11 +198,17 @@ def embed_populations(
     -------
     EmbeddingResult
 
+    Notes
+    -----
+    A model whose config has ``num_covariates > 0`` (e.g. NeurPIR with surrounding information) gets each
+    window's covariates (:meth:`SpikeTrainSet.bin_covariates`) as ``covariates=``; segments without
+    covariates give zeros (with one warning per call). Other models never get ``covariates=``.
+
     Raises
     ------
     ValueError
-        If there are fewer than two units, segments disagree on the units, or no segment is at least
-        one window long.
+        If there are fewer than two units, segments disagree on the units, no segment is at least
+        one window long, or a segment's number of covariates differs from the model's.
     """
     import torch
 
@@ -183,6 +234,20 @@ def embed_populations(
     if max_units < 1:
         raise ValueError(f"max_context_units must be >= 1, got {max_units}")
 
+    num_cov = int(getattr(bundle.config, "num_covariates", 0) or 0)
+    if num_cov:
+        bad = [i for i, s in enumerate(segments) if s.covariates is not None and s.num_covariates != num_cov]
+        if bad:
+            raise ValueError(
+                f"the model takes {num_cov} covariates but segment {bad[0]} has {segments[bad[0]].num_covariates}"
+            )
+        if any(s.covariates is None for s in segments):
+            warnings.warn(
+                f"the model takes {num_cov} covariates (surrounding information) but the recording has none: "
+                "zeros are used instead",
+                stacklevel=2,
+            )
+
     encoder = bundle.encoder().to(device)
     sums = np.zeros((num_units, bundle.config.dim), dtype=np.float64)
     counts = np.zeros(num_units, dtype=np.int64)
@@ -202,7 +267,14 @@ def embed_populations(
             for row, (seg_index, start, units) in enumerate(batch):
                 x[row, : len(units)] = segments[seg_index].bin(start, spec.window_bins, spec.bin_s, units)
                 mask[row, : len(units)] = True
-            out = encoder(torch.from_numpy(x).to(device), torch.from_numpy(mask).to(device))
+            extra = {}
+            if num_cov:
+                cov = np.zeros((len(batch), spec.window_bins, num_cov), dtype=np.float32)
+                for row, (seg_index, start, _) in enumerate(batch):
+                    if segments[seg_index].covariates is not None:
+                        cov[row] = segments[seg_index].bin_covariates(start, spec.window_bins, spec.bin_s)
+                extra["covariates"] = torch.from_numpy(cov).to(device)
+            out = encoder(torch.from_numpy(x).to(device), torch.from_numpy(mask).to(device), **extra)
             out = out.detach().to("cpu", torch.float64).numpy()
             for row, (_, _, units) in enumerate(batch):
                 np.add.at(sums, units, out[row, : len(units)])

@@ -65,6 +65,8 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from spikeinterface.core import BaseRecording, BaseSorting
 
+    from .data import SpikeTrainSet
+
 __all__ = [
     "CELL_TYPES",
     "PRESETS",
@@ -313,6 +315,29 @@ class SimulatedSession:
         sorting.set_property("animal_id", np.array([self.animal_id] * n, dtype=str))
         sorting.set_property("session_id", np.array([self.session_id] * n, dtype=str))
         return sorting
+
+
+    def to_spike_train_set(self, covariates: bool = True) -> "SpikeTrainSet":
+        """Convert to a :class:`~spikeinterface_neuronid.data.SpikeTrainSet` for training or embedding.
+
+        Parameters
+        ----------
+        covariates : bool, default: True
+            Attach the stimulus (``(n_samples, 2)`` at ``stimulus_rate_hz``) as covariates, the surrounding
+            information a NeurPIR model with ``num_covariates=2`` takes.
+
+        Returns
+        -------
+        SpikeTrainSet
+            The recorded units' spike trains, unit ids ``0 .. N-1``.
+        """
+        from .data import SpikeTrainSet
+
+        if not covariates:
+            return SpikeTrainSet(self.spike_times, self.duration)
+        return SpikeTrainSet(
+            self.spike_times, self.duration, covariates=self.stimulus, covariate_rate_hz=self.stimulus_rate_hz
+        )
 
 
 def _num_samples(duration: float, sampling_frequency: float) -> int:

@@ -54,7 +54,8 @@ def collate_view_pairs(pairs: Sequence[ViewPair]) -> ViewBatch:
     Returns
     -------
     ViewBatch
-        CPU tensors.
+        CPU tensors; ``covariates1`` / ``covariates2`` are ``(B, T, k)`` when the pairs carry covariates,
+        else None.
     """
     if not pairs:
         raise ValueError("no view pairs to collate")
@@ -73,7 +74,22 @@ def collate_view_pairs(pairs: Sequence[ViewPair]) -> ViewBatch:
             mask[row, : len(u)] = True
             units[row, : len(u)] = u
         sides += [torch.from_numpy(counts), torch.from_numpy(mask), torch.from_numpy(units)]
-    return ViewBatch(*sides)
+    covariates = [_collate_covariates(pairs, attr, bins) for attr in ("covariates1", "covariates2")]
+    return ViewBatch(*sides, *covariates)
+
+
+def _collate_covariates(pairs: Sequence[ViewPair], attr: str, bins: int) -> torch.Tensor | None:
+    """``(B, T, k)`` covariates of one side, or None when no pair has any (all pairs must agree)."""
+    values = [getattr(p, attr, None) for p in pairs]
+    present = [v is not None for v in values]
+    if not any(present):
+        return None
+    if not all(present):
+        raise ValueError("some view pairs have covariates and others do not; give covariates for every population")
+    shapes = {np.shape(v) for v in values}
+    if len(shapes) != 1 or next(iter(shapes))[0] != bins:
+        raise ValueError(f"view pairs have covariates of different shapes {sorted(shapes)} (expected ({bins}, k))")
+    return torch.from_numpy(np.stack(values).astype(np.float32, copy=False))
 
 
 def draw_view_pairs(

@@ -155,3 +155,157 @@ def test_pretrain_bundle_round_trip_and_extension(tmp_path):
     emb = ext.get_data()
     assert emb.shape == (6, TINY.dim) and np.all(np.isfinite(emb))
     assert ext.params["method"] == "neurpir"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# surrounding information (covariates) in training and inference; the shipped NeurPIR default model
+# ----------------------------------------------------------------------------------------------------------
+
+TINY_COV = NeurPIRConfig(**{**TINY.to_dict(), "num_covariates": 2})
+
+
+def _cov_corpus(num_sessions=2, num_units=6, duration=12.0, rate_hz=100.0, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(num_sessions):
+        trains = [np.sort(rng.uniform(0, duration, rng.poisson(15 * duration))) for _ in range(num_units)]
+        cov = rng.normal(size=(int(duration * rate_hz), 2))
+        out.append(SpikeTrainSet(trains, duration, covariates=cov, covariate_rate_hz=rate_hz))
+    return out
+
+
+def test_covariates_are_validated_and_binned():
+    cov = np.arange(40.0).reshape(20, 2)  # 2 s at 10 Hz
+    trains = SpikeTrainSet([np.array([0.5])], 2.0, covariates=cov, covariate_rate_hz=10.0)
+    assert trains.num_covariates == 2 and SpikeTrainSet([np.array([0.5])], 2.0).num_covariates == 0
+    binned = trains.bin_covariates(0.2, 3, 0.4)  # bins [0.2, 0.6), [0.6, 1.0), [1.0, 1.4): samples 2-5, 6-9, 10-13
+    assert binned.dtype == np.float32 and binned.shape == (3, 2)
+    np.testing.assert_allclose(binned, [cov[2:6].mean(0), cov[6:10].mean(0), cov[10:14].mean(0)])
+    # bins shorter than a sample take the sample covering them
+    np.testing.assert_allclose(trains.bin_covariates(0.05, 2, 0.05), [cov[0], cov[1]])
+    for kwargs, match in [
+        (dict(covariates=cov[:15], covariate_rate_hz=10.0), "cover the duration"),
+        (dict(covariates=cov, covariate_rate_hz=0.0), "positive"),
+        (dict(covariates=cov[:, 0], covariate_rate_hz=10.0), "2-D"),
+        (dict(covariates=np.where(cov > 30, np.nan, cov), covariate_rate_hz=10.0), "non-finite"),
+        (dict(covariates=cov), "together"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            SpikeTrainSet([np.array([0.5])], 2.0, **kwargs)
+    with pytest.raises(ValueError, match="no covariates"):
+        SpikeTrainSet([np.array([0.5])], 2.0).bin_covariates(0.0, 2, 0.1)
+
+
+def test_training_batches_carry_covariates_and_neurpir_uses_them():
+    from spikeinterface_neuronid.data import sample_view_pair
+    from spikeinterface_neuronid.training import collate_view_pairs, draw_view_pairs
+
+    corpus = _cov_corpus()
+    spec = TINY_COV.window_spec
+    pairs = draw_view_pairs(np.random.default_rng(0), corpus, spec, 3, max_shift_s=2.0)
+    batch = collate_view_pairs(pairs)
+    assert batch.covariates1.shape == (3, spec.window_bins, 2) and batch.covariates2.shape == (3, spec.window_bins, 2)
+    torch.testing.assert_close(batch.covariates1[0], torch.from_numpy(pairs[0].covariates1))
+    # a pair's covariates are its window's, binned like the counts
+    rng = np.random.default_rng(5)
+    pair = sample_view_pair(rng, corpus[0], spec, max_shift_s=2.0)
+    start = np.random.default_rng(5).uniform(0.0, corpus[0].duration - spec.window_s)
+    np.testing.assert_allclose(pair.covariates1, corpus[0].bin_covariates(start, spec.window_bins, spec.bin_s))
+    # without covariates: None (NuCLR batches unchanged)
+    plain = collate_view_pairs(draw_view_pairs(np.random.default_rng(0), _corpus(), spec, 2, max_shift_s=2.0))
+    assert plain.covariates1 is None and plain.covariates2 is None
+    # the NeurPIR loss depends on the covariates
+    torch.manual_seed(0)
+    enc, proj = build_encoder(TINY_COV), build_projector(TINY_COV)
+    proj.eval()
+    losses = []
+    for scale in (1.0, 0.0):
+        b = ViewBatch(*(getattr(batch, f) for f in ("counts1", "mask1", "units1", "counts2", "mask2", "units2")),
+                      batch.covariates1 * scale, batch.covariates2 * scale)
+        losses.append(float(neurpir.loss(enc, proj, b, TINY_COV, generator=torch.Generator().manual_seed(1)).detach()))
+    assert losses[0] != losses[1]
+    bundle, history = pretrain(corpus, method="neurpir", config=TINY_COV, steps=2, batch_size=2, max_units=6,
+                               max_shift_s=2.0, warmup_steps=1, progress_bar=False, num_threads=1)
+    assert bundle.config.num_covariates == 2 and np.all(np.isfinite(history["loss"]))
+
+
+def test_covariates_change_neurpir_embeddings_through_embed_populations():
+    from spikeinterface_neuronid.inference import embed_populations
+
+    torch.manual_seed(0)
+    bundle, _ = pretrain(_cov_corpus(), method="neurpir", config=TINY_COV, steps=1, batch_size=2, max_units=6,
+                         max_shift_s=2.0, warmup_steps=1, progress_bar=False, num_threads=1)
+    segment = _cov_corpus(num_sessions=1, seed=3)[0]
+    with_cov = embed_populations(bundle, [segment]).embedding
+    other = SpikeTrainSet(segment.spike_times, segment.duration, covariates=segment.covariates * 3 + 1,
+                          covariate_rate_hz=segment.covariate_rate_hz)
+    assert not np.allclose(with_cov, embed_populations(bundle, [other]).embedding)
+    bare = SpikeTrainSet(segment.spike_times, segment.duration)
+    zeros = SpikeTrainSet(segment.spike_times, segment.duration, covariates=np.zeros_like(segment.covariates),
+                          covariate_rate_hz=segment.covariate_rate_hz)
+    with pytest.warns(UserWarning, match="zeros are used"):
+        no_cov = embed_populations(bundle, [bare]).embedding
+    np.testing.assert_allclose(no_cov, embed_populations(bundle, [zeros]).embedding, rtol=1e-6, atol=1e-6)
+    wrong = SpikeTrainSet(segment.spike_times, segment.duration, covariates=segment.covariates[:, :1],
+                          covariate_rate_hz=segment.covariate_rate_hz)
+    with pytest.raises(ValueError, match="takes 2 covariates"):
+        embed_populations(bundle, [wrong])
+
+
+def test_simulated_session_gives_stimulus_covariates():
+    from spikeinterface_neuronid.simulate import simulate_session
+
+    session = simulate_session("easy", animal=0, num_neurons=20, duration_s=12.0)
+    trains = session.to_spike_train_set()
+    assert trains.num_units == session.num_units and trains.covariate_rate_hz == session.stimulus_rate_hz
+    np.testing.assert_allclose(trains.bin_covariates(0.0, 1, 0.02)[0], session.stimulus[:4].mean(0), rtol=1e-6)
+    assert session.to_spike_train_set(covariates=False).covariates is None
+
+
+def test_compute_with_method_neurpir_uses_the_shipped_model(tmp_path):
+    from spikeinterface_neuronid.inference import default_model_path
+
+    shipped = ModelBundle.load(default_model_path("neurpir"))
+    analyzer = make_analyzer(num_units=5, duration=12.0, format="binary_folder", folder=tmp_path / "a")
+    with pytest.warns(UserWarning, match="zeros are used"):
+        ext = analyzer.compute("neuron_embedding", method="neurpir", progress_bar=False)
+    assert ext.params["method"] == "neurpir" and ext.params["model"] == "default"
+    assert ext.params["model_sha256"] == shipped.sha256
+    emb = ext.get_data()
+    assert emb.shape == (5, shipped.config.dim)
+    # an explicit model path with a mismatching method is rejected before the result is touched
+    with pytest.raises(ValueError, match="does not match the model"):
+        analyzer.compute("neuron_embedding", model=str(default_model_path("neurpir")), method="nuclr")
+    with pytest.raises(ValueError, match="no default model for method"):
+        analyzer.compute("neuron_embedding", method="cebra")
+    kept = analyzer.get_extension("neuron_embedding")
+    np.testing.assert_array_equal(kept.get_data(), emb)
+    assert kept.params["method"] == "neurpir"
+    # reloading and selecting keep working with the stored params (which record the method)
+    import spikeinterface.core as si
+
+    reloaded = si.load_sorting_analyzer(tmp_path / "a").get_extension("neuron_embedding")
+    np.testing.assert_array_equal(reloaded.get_data(), emb)
+    sub = analyzer.select_units(analyzer.unit_ids[:3]).get_extension("neuron_embedding")
+    np.testing.assert_array_equal(sub.get_data(), emb[:3])
+
+
+def test_shipped_neurpir_model_scores_and_card_agree():
+    import hashlib
+    import json
+
+    from spikeinterface_neuronid.inference import default_model_path
+
+    path = default_model_path("neurpir")
+    assert path.name == "neuronid-neurpir-default.safetensors" and path.stat().st_size <= 2 * 1024 * 1024
+    bundle = ModelBundle.load(path)
+    assert bundle.method == "neurpir" and bundle.config.num_covariates == 2
+    scores = json.loads((path.parent / "neurpir_default_scores.json").read_text())
+    assert scores["model_sha256"] == bundle.sha256 and scores["method"] == "neurpir"
+    assert scores["eval_animals"] == [1000, 1001, 1002, 1003] and not set(scores["train_animals"]) & set(scores["eval_animals"])
+    assert 0.0 <= scores["probe"]["macro_f1"] <= 1.0
+    card = (path.parent / "neuronid-neurpir-default.md").read_text()
+    assert bundle.sha256 in card and f"{scores['probe']['macro_f1']:.3f}" in card
+    assert scores["file_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert scores["file_sha256"] in card
+    assert default_model_path() == default_model_path("nuclr") != path

@@ -12,7 +12,8 @@ A method module is everything the rest of the package knows about a method. It m
     The encoder: ``encoder(counts, unit_mask) -> embedding`` with ``counts`` float32 of shape
     ``(batch, units, window_bins)``, ``unit_mask`` bool of shape ``(batch, units)`` (False = padding) and an
     output of shape ``(batch, units, dim)``. An encoder may take further optional inputs (NeurPIR's
-    ``covariates``); inference never passes them, so their defaults must give a usable embedding.
+    ``covariates`` of shape ``(batch, window_bins, k)``); inference passes ``covariates=`` only when the
+    model's config has ``num_covariates > 0``, so without them the defaults must give a usable embedding.
 ``build_projector(config) -> torch.nn.Module``
     The training-only head between the encoder output and the loss.
 ``loss(encoder, projector, batch, config) -> torch.Tensor``
@@ -57,6 +58,9 @@ class ViewBatch:
     units1, units2 : torch.Tensor
         int64 index of each unit in its source population, -1 for padding. The same index in both views
         of a sample is the same neuron (a positive pair).
+    covariates1, covariates2 : torch.Tensor or None
+        float32 surrounding information binned like the counts, shape ``(batch, window_bins, k)``, or None
+        when the populations have no covariates. Methods that do not use them ignore them.
     """
 
     counts1: "torch.Tensor"
@@ -65,6 +69,8 @@ class ViewBatch:
     counts2: "torch.Tensor"
     mask2: "torch.Tensor"
     units2: "torch.Tensor"
+    covariates1: "torch.Tensor | None" = None
+    covariates2: "torch.Tensor | None" = None
 
     @property
     def batch_size(self) -> int:
@@ -72,7 +78,8 @@ class ViewBatch:
 
     def to(self, device) -> "ViewBatch":
         """The same batch on another torch device."""
-        return ViewBatch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+        moved = (getattr(self, f) for f in self.__dataclass_fields__)
+        return ViewBatch(*(None if t is None else t.to(device) for t in moved))
 
 
 def available_methods() -> list[str]:

@@ -11,10 +11,11 @@ public and several details are unknown, marked [U] there):
   inference engine needs no change; ``max_context_units`` only exists for interface compatibility.
 * **Surrounding information** (optional): with ``num_covariates = k > 0`` the encoder takes covariates
   aligned to the bins, ``covariates`` of shape ``(batch, bins, k)`` (e.g. the simulator's stimulus resampled
-  to the bin width), as ``k`` extra input channels shared by every unit of a sample. Calls without
-  covariates, which includes the standard inference path (:func:`~spikeinterface_neuronid.inference.embed_populations`
-  and the ``neuron_embedding`` extension) and :func:`loss` on a :class:`ViewBatch` (which carries no
-  covariates), feed **zeros** in those channels.
+  to the bin width), as ``k`` extra input channels shared by every unit of a sample. Training gets them
+  from the populations' :class:`~spikeinterface_neuronid.data.SpikeTrainSet` covariates (binned per window,
+  carried by the :class:`ViewBatch`), and :func:`~spikeinterface_neuronid.inference.embed_populations` passes
+  the segment's covariates to such a model. Calls without covariates (e.g. a sorting analyzer, which has
+  no covariates) feed **zeros** in those channels.
 * **Loss**: positives are the same unit in the two views of a pair (``units1`` / ``units2`` matching, as
   NuCLR); the projector (``dim -> 4 dim -> 4 dim -> 4 dim``, VICReg's MLP) output of the matched pairs goes
   into VICReg (:func:`vicreg_loss`, weights 25 / 25 / 1, gamma 1). Other neurons only act through the
@@ -372,15 +373,27 @@ def matched_pairs(batch: ViewBatch) -> Tensor:
     return match.nonzero()
 
 
-def crop_segments(series: Tensor, length: int, generator: torch.Generator | None = None) -> Tensor:
-    """Crop each row of ``series`` (``(n, bins)``) to ``length`` bins at an independent uniform random start."""
+def crop_segments(
+    series: Tensor, length: int, generator: torch.Generator | None = None, covariates: Tensor | None = None
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Crop each row of ``series`` (``(n, bins)``) to ``length`` bins at an independent uniform random start.
+
+    With ``covariates`` (``(n, bins, k)``, row ``i`` aligned with ``series[i]``), they are cropped with the
+    same segments and ``(series_crop, covariates_crop)`` is returned (the random draws are the same).
+    """
     n, bins = series.shape
     length = int(length)
     if not 1 <= length <= bins:
         raise ValueError(f"segment length must be in [1, {bins}], got {length}")
     starts = torch.randint(0, bins - length + 1, (n,), generator=generator)
     index = (starts[:, None] + torch.arange(length)[None, :]).to(series.device)
-    return series.gather(1, index)
+    cropped = series.gather(1, index)
+    if covariates is None:
+        return cropped
+    if covariates.dim() != 3 or covariates.shape[:2] != (n, bins):
+        raise ValueError(f"covariates must have shape ({n}, {bins}, k), got {tuple(covariates.shape)}")
+    k = covariates.shape[2]
+    return cropped, covariates.gather(1, index[:, :, None].expand(n, length, k))
 
 
 def draw_segment_length(config: NeurPIRConfig, bins: int, generator: torch.Generator | None = None) -> int:
@@ -401,8 +414,10 @@ def loss(
 
     For every unit present in both views (same source index), view 1's and view 2's counts are cropped to
     two independent random lengths (one per view, :func:`draw_segment_length`) at independent random
-    positions (:func:`crop_segments`), encoded on their own (covariate channels, if any, are zeros: a
-    :class:`ViewBatch` carries none), projected and compared with :func:`vicreg_loss`. ``generator`` (default:
+    positions (:func:`crop_segments`), encoded on their own, projected and compared with :func:`vicreg_loss`.
+    With ``config.num_covariates > 0`` the batch's covariates of each view (``covariates1`` / ``covariates2``,
+    cropped with the same segment as the counts) fill the covariate channels; a batch without covariates
+    gets zeros there (and a model without covariate channels ignores a batch's covariates). ``generator`` (default:
     torch's global RNG, seeded by ``pretrain``) drives the crops. Fewer than 2 matched pairs give a zero loss
     attached to the graph.
     """
@@ -415,11 +430,20 @@ def loss(
     series2 = batch.counts2[b, j]
     len1 = draw_segment_length(config, series1.shape[1], generator)
     len2 = draw_segment_length(config, series2.shape[1], generator)
-    x1 = crop_segments(series1, len1, generator)
-    x2 = crop_segments(series2, len2, generator)
-    ones = torch.ones(1, x1.shape[0], dtype=torch.bool, device=x1.device)
-    h1 = encoder(x1[None], ones)[0]
-    h2 = encoder(x2[None], ones)[0]
+    use_cov = config.num_covariates > 0 and batch.covariates1 is not None and batch.covariates2 is not None
+    if use_cov:
+        x1, c1 = crop_segments(series1, len1, generator, covariates=batch.covariates1[b])
+        x2, c2 = crop_segments(series2, len2, generator, covariates=batch.covariates2[b])
+        # one sample per pair: each pair has its own covariate segment
+        ones = torch.ones(x1.shape[0], 1, dtype=torch.bool, device=x1.device)
+        h1 = encoder(x1[:, None], ones, c1)[:, 0]
+        h2 = encoder(x2[:, None], ones, c2)[:, 0]
+    else:
+        x1 = crop_segments(series1, len1, generator)
+        x2 = crop_segments(series2, len2, generator)
+        ones = torch.ones(1, x1.shape[0], dtype=torch.bool, device=x1.device)
+        h1 = encoder(x1[None], ones)[0]
+        h2 = encoder(x2[None], ones)[0]
     z = projector(torch.cat((h1, h2)))
     n = h1.shape[0]
     return vicreg_loss(
