@@ -26,14 +26,14 @@ need no branch per method.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch is only needed once a method is used
     import torch
 
-__all__ = ["METHODS", "REQUIRED_ATTRIBUTES", "ViewBatch", "get_method", "available_methods"]
+__all__ = ["METHODS", "REQUIRED_ATTRIBUTES", "MethodConfig", "ViewBatch", "get_method", "available_methods"]
 
 #: Registry: method name -> module implementing it.
 METHODS: dict[str, str] = {
@@ -43,6 +43,44 @@ METHODS: dict[str, str] = {
 
 #: What every method module must define (see the module docstring).
 REQUIRED_ATTRIBUTES = ("NAME", "Config", "build_encoder", "build_projector", "loss")
+
+
+class MethodConfig:
+    """Behaviour shared by the methods' config dataclasses (which inherit from it).
+
+    Subclasses are frozen dataclasses with the window fields ``bin_s``, ``token_bins`` and ``window_tokens``
+    and set ``label`` to the method's display name (used in error messages).
+    """
+
+    label = "method"
+
+    @property
+    def window_spec(self):
+        """The training window discretisation."""
+        from ..data import WindowSpec
+
+        return WindowSpec(bin_s=self.bin_s, token_bins=self.token_bins, window_tokens=self.window_tokens)
+
+    def to_dict(self) -> dict:
+        """JSON-native dict of all fields."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict):
+        """Inverse of :meth:`to_dict`; missing keys take their defaults.
+
+        Raises
+        ------
+        ValueError
+            If ``values`` has keys that are not fields of the config, or a value is invalid.
+        """
+        if not isinstance(values, dict):
+            raise ValueError(f"a {cls.label} config must be a dict, got {type(values).__name__}")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown {cls.label} config keys {unknown}; valid keys: {', '.join(known)}")
+        return cls(**values)
 
 
 @dataclass

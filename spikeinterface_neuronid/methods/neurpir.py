@@ -32,15 +32,14 @@ This module must not import SpikeInterface.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data import WindowSpec
-from . import ViewBatch
+from . import MethodConfig, ViewBatch
 
 __all__ = [
     "NAME",
@@ -65,7 +64,7 @@ RECEPTIVE_FIELD_BINS = 10
 
 
 @dataclass(frozen=True)
-class NeurPIRConfig:
+class NeurPIRConfig(MethodConfig):
     """Hyper-parameters of a NeurPIR encoder and its VICReg training loss.
 
     The defaults are the CPU-sized preset (:meth:`cpu`); :meth:`paper` is a larger reconstruction (the paper's
@@ -105,6 +104,8 @@ class NeurPIRConfig:
         Units per forward pass at inference (interface compatibility; units are encoded independently, so
         it does not change the result).
     """
+
+    label = "NeurPIR"
 
     bin_s: float = 0.02
     token_bins: int = 50
@@ -180,34 +181,8 @@ class NeurPIRConfig:
         return cls(**values)
 
     @property
-    def window_spec(self) -> WindowSpec:
-        """The training window discretisation."""
-        return WindowSpec(bin_s=self.bin_s, token_bins=self.token_bins, window_tokens=self.window_tokens)
-
-    @property
     def projector_dim(self) -> int:
         return self.projector_mult * self.dim
-
-    def to_dict(self) -> dict:
-        """JSON-native dict of all fields."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "NeurPIRConfig":
-        """Inverse of :meth:`to_dict`; missing keys take their defaults.
-
-        Raises
-        ------
-        ValueError
-            If ``values`` has keys that are not fields of the config, or a value is invalid.
-        """
-        if not isinstance(values, dict):
-            raise ValueError(f"a NeurPIR config must be a dict, got {type(values).__name__}")
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ValueError(f"unknown NeurPIR config keys {unknown}; valid keys: {', '.join(known)}")
-        return cls(**values)
 
 
 #: The config class of this method (the name every method module exposes).

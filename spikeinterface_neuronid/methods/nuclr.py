@@ -24,15 +24,14 @@ This module must not import SpikeInterface.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data import WindowSpec
-from . import ViewBatch
+from . import MethodConfig, ViewBatch
 
 __all__ = [
     "NAME",
@@ -51,7 +50,7 @@ _INPUT_TRANSFORMS = ("counts", "log1p")
 
 
 @dataclass(frozen=True)
-class NuCLRConfig:
+class NuCLRConfig(MethodConfig):
     """Hyper-parameters of a NuCLR encoder and its training loss.
 
     The defaults are the CPU-sized preset (:meth:`cpu`); :meth:`paper` is the published model.
@@ -89,6 +88,8 @@ class NuCLRConfig:
         Largest number of units attended over together at inference; larger windows are split into
         random groups by the inference engine.
     """
+
+    label = "NuCLR"
 
     bin_s: float = 0.02
     token_bins: int = 50
@@ -144,32 +145,6 @@ class NuCLRConfig:
         """The published ephys model: dim 256, 4 heads, 2 temporal + 2 spatiotemporal blocks, ff_mult 4."""
         values = dict(dim=256, num_heads=4, temporal_layers=2, spatiotemporal_layers=2, ff_mult=4, projector_dim=256)
         values.update(overrides)
-        return cls(**values)
-
-    @property
-    def window_spec(self) -> WindowSpec:
-        """The training window discretisation."""
-        return WindowSpec(bin_s=self.bin_s, token_bins=self.token_bins, window_tokens=self.window_tokens)
-
-    def to_dict(self) -> dict:
-        """JSON-native dict of all fields."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "NuCLRConfig":
-        """Inverse of :meth:`to_dict`; missing keys take their defaults.
-
-        Raises
-        ------
-        ValueError
-            If ``values`` has keys that are not fields of the config, or a value is invalid.
-        """
-        if not isinstance(values, dict):
-            raise ValueError(f"a NuCLR config must be a dict, got {type(values).__name__}")
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ValueError(f"unknown NuCLR config keys {unknown}; valid keys: {', '.join(known)}")
         return cls(**values)
 
 
