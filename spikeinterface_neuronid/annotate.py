@@ -1,0 +1,403 @@
+"""Annotate NWB files: embed the units of each file's Units table and write annotated copies.
+
+``neuronid annotate IN.nwb [DIR ...] -o OUTDIR`` calls :func:`annotate_nwb_files`. For every file, the spike
+times of its Units table are read with SpikeInterface's NWB sorting extractor, a SortingAnalyzer is built from the
+sorting alone (a lazy one-channel placeholder recording fixes its duration; no recording data is read or
+needed), ``neuron_embedding`` is computed (with the labels of every task head of the model) and
+:func:`~spikeinterface_neuronid.nwb.write_embeddings_to_nwb` writes an annotated copy into the output folder.
+The source files are only read.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["AnnotateResult", "find_nwb_files", "annotate_nwb_file", "annotate_nwb_files"]
+
+#: Sampling frequency (Hz) of the frame grid when a file's Units table has no valid ``resolution``. The model
+#: bins spikes at 20 ms, so any grid this fine leaves the embeddings unchanged.
+DEFAULT_SAMPLING_FREQUENCY = 30000.0
+
+
+class NWBAnnotateError(ValueError):
+    """An NWB file cannot be annotated (no Units table, no spikes, already annotated, ...)."""
+
+
+@dataclass
+class AnnotateResult:
+    """Outcome of annotating one file.
+
+    Attributes
+    ----------
+    source : Path
+        The input file.
+    output : Path
+        The annotated copy (written only when ``error`` is None).
+    num_units : int
+        Units embedded (0 on error).
+    seconds : float
+        Wall time spent on this file.
+    error : str | None
+        What went wrong, or None.
+    """
+
+    source: Path
+    output: Path
+    num_units: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the file was annotated."""
+        return self.error is None
+
+
+def _is_nwb(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(".nwb") or name.endswith(".nwb.zarr")
+
+
+def find_nwb_files(
+    inputs: Sequence[str | Path], exclude: str | Path | None = None
+) -> list[tuple[Path, Path]]:
+    """The NWB files named by ``inputs``, each with the relative path of its annotated copy.
+
+    Parameters
+    ----------
+    inputs : sequence of str | Path
+        Files (``*.nwb``, or ``*.nwb.zarr`` Zarr stores) and folders. A folder that is not itself a Zarr store
+        is searched recursively for ``*.nwb`` files and ``*.nwb.zarr`` stores (e.g. a DANDI tree
+        ``sub-*/sub-*_ses-*.nwb``); the copy keeps the path relative to that folder.
+    exclude : str | Path | None, default: None
+        A folder whose contents are skipped (the output folder, when it lies inside an input folder).
+
+    Returns
+    -------
+    list of (Path, Path)
+        ``(source, relative_output)`` in a stable, sorted order, without duplicates.
+
+    Raises
+    ------
+    FileNotFoundError
+        An input does not exist.
+    ValueError
+        Two inputs would be written to the same output path.
+    """
+    exclude_abs = Path(os.path.abspath(exclude)) if exclude is not None else None
+    found: list[tuple[Path, Path]] = []
+    for item in inputs:
+        item = Path(item)
+        if not item.exists():
+            raise FileNotFoundError(f"input not found: {item}")
+        if item.is_file() or item.name.lower().endswith(".zarr"):
+            found.append((item, Path(item.name)))
+            continue
+        matches = []
+        for root, dirs, files in os.walk(item):
+            root_path = Path(root)
+            if exclude_abs is not None and (
+                Path(os.path.abspath(root_path)) == exclude_abs or exclude_abs in Path(os.path.abspath(root_path)).parents
+            ):
+                dirs[:] = []
+                continue
+            for d in list(dirs):
+                if d.lower().endswith(".nwb.zarr"):
+                    matches.append(root_path / d)
+            dirs[:] = sorted(d for d in dirs if not d.lower().endswith(".zarr") and not d.startswith("."))
+            matches.extend(root_path / f for f in files if _is_nwb(Path(f)) and not f.startswith("."))
+        found.extend((m, m.relative_to(item)) for m in sorted(matches))
+    unique: dict[Path, tuple[Path, Path]] = {}
+    targets: dict[Path, Path] = {}
+    for source, rel in found:
+        key = Path(os.path.abspath(source))
+        if key in unique:
+            continue
+        if rel in targets:
+            raise ValueError(
+                f"{targets[rel]} and {source} would both be written to {rel} in the output folder; "
+                "annotate them in separate runs or pass their parent folder instead"
+            )
+        unique[key] = (source, rel)
+        targets[rel] = source
+    return list(unique.values())
+
+
+def _units_summary(path: Path) -> dict:
+    """Open the file read-only and check that its Units table can be embedded."""
+    from .nwb import EMBEDDING_COLUMN, MODEL_RECORD_NAME, _nwb_io
+
+    with _nwb_io(path, "r", load_namespaces=True) as io:
+        nwbfile = io.read()
+        units = nwbfile.units
+        if units is None:
+            raise NWBAnnotateError(
+                "the file has no Units table (nwbfile.units), so there are no spike-sorted units to annotate"
+            )
+        if "spike_times" not in units.colnames:
+            raise NWBAnnotateError("the Units table has no spike_times column, so there are no spikes to embed")
+        if EMBEDDING_COLUMN in units.colnames or MODEL_RECORD_NAME in nwbfile.lab_meta_data:
+            raise NWBAnnotateError(
+                f"the file is already annotated (it has a Units column {EMBEDDING_COLUMN!r} or a "
+                f"'{MODEL_RECORD_NAME}' record); annotate the original file instead"
+            )
+        num_units = len(units.id)
+        if num_units == 0:
+            raise NWBAnnotateError("the Units table has no rows")
+        index = units["spike_times"]
+        flat = np.asarray(index.target.data[:], dtype=np.float64)
+        if flat.size == 0:
+            raise NWBAnnotateError(f"none of the {num_units} units in the Units table has a spike")
+        if not np.all(np.isfinite(flat)):
+            raise NWBAnnotateError("the Units table's spike_times contain NaN or infinite values")
+        resolution = getattr(units, "resolution", None)
+        t_end = float(flat.max())
+        if "obs_intervals" in units.colnames:  # the recorded span, when the file says (e.g. write_analyzer_to_nwb)
+            obs = np.asarray(units["obs_intervals"].target.data[:], dtype=np.float64)
+            if obs.size and np.all(np.isfinite(obs)):
+                t_end = max(t_end, float(obs.max()))
+        return dict(
+            t_end=t_end,
+            num_units=num_units,
+            num_spikes=int(flat.size),
+            t_min=float(flat.min()),
+            t_max=float(flat.max()),
+            resolution=None if resolution is None else float(resolution),
+        )
+
+
+def _sampling_frequency(resolution: float | None, given: float | None) -> float:
+    if given is not None:
+        if not np.isfinite(given) or given <= 0:
+            raise ValueError(f"sampling_frequency must be a positive number, got {given!r}")
+        return float(given)
+    if resolution is not None and np.isfinite(resolution) and 0 < resolution <= 0.01:
+        return 1.0 / resolution
+    return DEFAULT_SAMPLING_FREQUENCY  # old files often have no (or a placeholder) resolution
+
+
+def annotate_nwb_file(
+    source: str | Path,
+    output: str | Path,
+    *,
+    model: str | Path = "default",
+    sampling_frequency: float | None = None,
+    overwrite: bool = False,
+    n_jobs: int | None = None,
+    batch_size: int = 16,
+    device: str = "cpu",
+) -> int:
+    """Embed the units of one NWB file and write an annotated copy.
+
+    Parameters
+    ----------
+    source : str | Path
+        NWB file (HDF5, or a Zarr store) with a Units table. Only read, never modified.
+    output : str | Path
+        The annotated copy to write (``.nwb`` for HDF5, ``.nwb.zarr`` for Zarr).
+    model : str | Path, default: "default"
+        Model to embed with (``"default"`` or a model file); its task heads add label columns.
+    sampling_frequency : float | None, default: None
+        Frame rate used to turn spike times into samples. None: ``1 / units.resolution`` when the file sets a
+        valid one (at most 10 ms), else 30 kHz. The embedding bins spikes at 20 ms, so this only matters for
+        files whose spike times are on a coarser grid.
+    overwrite : bool, default: False
+        Replace an existing ``output``.
+    n_jobs : int | None, default: None
+        Torch CPU threads (None: SpikeInterface's global job kwargs).
+    batch_size : int, default: 16
+        Windows per forward pass.
+    device : str, default: "cpu"
+        Torch device.
+
+    Returns
+    -------
+    int
+        The number of units embedded.
+
+    Raises
+    ------
+    NWBAnnotateError
+        The file has no Units table, no spike_times, no units, no spikes at all, or is already annotated.
+    FileExistsError
+        ``output`` exists and ``overwrite`` is False.
+    """
+    import spikeinterface.core as si
+    from spikeinterface.extractors import read_nwb_sorting
+
+    from . import extension  # noqa: F401  (registers the extension)
+    from .nwb import _check_output_path, write_embeddings_to_nwb
+
+    source, output = Path(source), Path(output)
+    if not source.exists():
+        raise FileNotFoundError(f"NWB file not found: {source}")
+    _check_output_path(output, overwrite)  # fail before the (slow) embedding
+    info = _units_summary(source)
+    fs = _sampling_frequency(info["resolution"], sampling_frequency)
+    # The frame grid starts at min(0, first spike): spike times before 0 (allowed in NWB) stay representable.
+    t_start = min(0.0, info["t_min"])
+    sorting = read_nwb_sorting(source, sampling_frequency=fs, t_start=t_start, load_unit_properties=False)
+    # the analyzer spans the recorded interval (obs_intervals) or, without one, up to the last spike
+    num_samples = max(int(np.floor((info["t_end"] - t_start) * fs + 1e-6)), int(np.ceil((info["t_max"] - t_start) * fs)) + 2)
+    placeholder = si.generate_recording(
+        num_channels=1, durations=[num_samples / fs], sampling_frequency=fs, set_probe=True, seed=0
+    )
+    analyzer = si.create_sorting_analyzer(
+        sorting,
+        placeholder,
+        format="memory",
+        sparse=False,
+        main_channel_indices=np.zeros(sorting.get_num_units(), dtype=int),
+    )
+    job_kwargs = dict(progress_bar=False)
+    if n_jobs is not None:
+        job_kwargs["n_jobs"] = n_jobs
+    analyzer.compute("neuron_embedding", model=str(model), batch_size=batch_size, device=device, **job_kwargs)
+    write_embeddings_to_nwb(analyzer, source, output, overwrite=overwrite)
+    return analyzer.get_num_units()
+
+
+def annotate_nwb_files(
+    inputs: Sequence[str | Path],
+    output_folder: str | Path,
+    *,
+    model: str | Path = "default",
+    sampling_frequency: float | None = None,
+    overwrite: bool = False,
+    progress_bar: bool = True,
+    n_jobs: int | None = None,
+    batch_size: int = 16,
+    device: str = "cpu",
+) -> list[AnnotateResult]:
+    """Annotate NWB files (and folders of them) into ``output_folder``; a failing file does not stop the others.
+
+    Each file's annotated copy (embeddings, labels of every task head, model record; see
+    :func:`~spikeinterface_neuronid.nwb.write_embeddings_to_nwb`) is written to ``output_folder`` under its name,
+    or its path relative to the input folder it was found in (a DANDI tree ``sub-*/sub-*_ses-*.nwb`` is
+    mirrored). The copies have new identifiers; the sources are only read.
+
+    Parameters
+    ----------
+    inputs : sequence of str | Path
+        NWB files and folders (searched recursively, see :func:`find_nwb_files`).
+    output_folder : str | Path
+        Where the annotated copies go (created if needed). It may lie inside an input folder: it is skipped
+        when searching.
+    model : str | Path, default: "default"
+        Model to embed with.
+    sampling_frequency : float | None, default: None
+        See :func:`annotate_nwb_file`.
+    overwrite : bool, default: False
+        Replace existing copies (otherwise such a file is reported as failed).
+    progress_bar : bool, default: True
+        A tqdm progress bar over files.
+    n_jobs, batch_size, device
+        See :func:`annotate_nwb_file`.
+
+    Returns
+    -------
+    list of AnnotateResult
+        One per file, in processing order; ``result.error`` says why a file failed.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        From :func:`find_nwb_files` (missing input, two inputs with the same output path), before any work.
+    """
+    from tqdm.auto import tqdm
+
+    from .inference import resolve_model
+
+    output_folder = Path(output_folder)
+    files = find_nwb_files(inputs, exclude=output_folder)
+    resolve_model(str(model))  # a bad model is one error for the run, not one per file
+    results = []
+    bar = tqdm(files, desc="neuronid annotate", unit="file", disable=not progress_bar)
+    for source, rel in bar:
+        bar.set_postfix_str(str(rel), refresh=False)
+        output = output_folder / rel
+        t0 = time.perf_counter()
+        try:
+            n = annotate_nwb_file(
+                source,
+                output,
+                model=model,
+                sampling_frequency=sampling_frequency,
+                overwrite=overwrite,
+                n_jobs=n_jobs,
+                batch_size=batch_size,
+                device=device,
+            )
+            results.append(AnnotateResult(source, output, n, time.perf_counter() - t0))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as err:  # one bad file must not stop the batch
+            message = f"{type(err).__name__}: {err}"
+            if not isinstance(err, (NWBAnnotateError, FileExistsError, FileNotFoundError, ValueError, OSError)):
+                message += "\n" + "".join(traceback.format_exception(err)[-3:]).rstrip()
+            results.append(AnnotateResult(source, output, 0, time.perf_counter() - t0, message))
+    bar.close()
+    return results
+
+
+def annotate_command(
+    inputs: Sequence[str | Path],
+    output_folder: str | Path,
+    *,
+    model: str | Path = "default",
+    sampling_frequency: float | None = None,
+    overwrite: bool = False,
+    progress_bar: bool = True,
+) -> int:
+    """``neuronid annotate``: run :func:`annotate_nwb_files`, print a summary, return the exit code.
+
+    Returns
+    -------
+    int
+        0 when every file was annotated, 1 when at least one failed (the others are still written), 2 when
+        the inputs name no NWB file or cannot be used at all.
+    """
+    import sys
+
+    try:
+        files = find_nwb_files(inputs, exclude=output_folder)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"neuronid annotate: {err}", file=sys.stderr)
+        return 2
+    if not files:
+        print(
+            f"neuronid annotate: no NWB file (*.nwb, *.nwb.zarr) in {', '.join(str(i) for i in inputs)}",
+            file=sys.stderr,
+        )
+        return 2
+    t0 = time.perf_counter()
+    try:
+        results = annotate_nwb_files(
+            inputs,
+            output_folder,
+            model=model,
+            sampling_frequency=sampling_frequency,
+            overwrite=overwrite,
+            progress_bar=progress_bar,
+        )
+    except (FileNotFoundError, ValueError, ImportError) as err:
+        print(f"neuronid annotate: {err}", file=sys.stderr)
+        return 2
+    failed = [r for r in results if not r.ok]
+    for r in results:
+        if r.ok:
+            print(f"{r.source} -> {r.output} ({r.num_units} units, {r.seconds:.1f} s)")
+    for r in failed:
+        print(f"FAILED {r.source}: {r.error}", file=sys.stderr)
+    print(
+        f"annotated {len(results) - len(failed)} of {len(results)} file(s) into {output_folder} "
+        f"in {time.perf_counter() - t0:.1f} s" + (f"; {len(failed)} failed (see above)" if failed else "")
+    )
+    return 1 if failed else 0
