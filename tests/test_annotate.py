@@ -274,3 +274,14 @@ def test_cli_annotate(dandi_tree, tmp_path):
     assert (tmp_path / "out" / "sub-a2_ses-0.nwb").is_file()
     (tmp_path / "empty").mkdir()
     assert cli.main(["annotate", str(tmp_path / "empty"), "-o", str(tmp_path / "out2"), "--no-progress"]) == 2
+
+
+def test_demo_nwb_file(analyzer, tmp_path):
+    from spikeinterface_neuronid.annotate import write_demo_nwb
+
+    path = write_demo_nwb(analyzer, tmp_path / "sub-1003_ses-0.nwb", 1003, "easy")
+    assert not dandi_messages(path)
+    with NWBHDF5IO(str(path), "r") as io:
+        units = io.read().units
+        assert "embedding" not in units.colnames and "cell_type" not in units.colnames
+        np.testing.assert_array_equal(units["true_cell_type"][:], analyzer.sorting.get_property("cell_type"))
