@@ -72,9 +72,7 @@ def _is_nwb(path: Path) -> bool:
     return name.endswith(".nwb") or name.endswith(".nwb.zarr")
 
 
-def find_nwb_files(
-    inputs: Sequence[str | Path], exclude: str | Path | None = None
-) -> list[tuple[Path, Path]]:
+def find_nwb_files(inputs: Sequence[str | Path], exclude: str | Path | None = None) -> list[tuple[Path, Path]]:
     """The NWB files named by ``inputs``, each with the relative path of its annotated copy.
 
     Parameters
@@ -111,7 +109,8 @@ def find_nwb_files(
         for root, dirs, files in os.walk(item):
             root_path = Path(root)
             if exclude_abs is not None and (
-                Path(os.path.abspath(root_path)) == exclude_abs or exclude_abs in Path(os.path.abspath(root_path)).parents
+                Path(os.path.abspath(root_path)) == exclude_abs
+                or exclude_abs in Path(os.path.abspath(root_path)).parents
             ):
                 dirs[:] = []
                 continue
@@ -252,7 +251,9 @@ def annotate_nwb_file(
     t_start = min(0.0, info["t_min"])
     sorting = read_nwb_sorting(source, sampling_frequency=fs, t_start=t_start, load_unit_properties=False)
     # the analyzer spans the recorded interval (obs_intervals) or, without one, up to the last spike
-    num_samples = max(int(np.floor((info["t_end"] - t_start) * fs + 1e-6)), int(np.ceil((info["t_max"] - t_start) * fs)) + 2)
+    num_samples = max(
+        int(np.floor((info["t_end"] - t_start) * fs + 1e-6)), int(np.ceil((info["t_max"] - t_start) * fs)) + 2
+    )
     placeholder = si.generate_recording(
         num_channels=1, durations=[num_samples / fs], sampling_frequency=fs, set_probe=True, seed=0
     )
@@ -464,7 +465,9 @@ def write_demo_nwb(sorting_analyzer, path: str | Path, animal: int, preset: str)
         embeddings=False,
         overwrite=True,
         skip_properties=skip,
-        property_descriptions={"true_cell_type": "Ground-truth cell type of the simulated neuron (RS, IB, CH, FS, LTS)."},
+        property_descriptions={
+            "true_cell_type": "Ground-truth cell type of the simulated neuron (RS, IB, CH, FS, LTS)."
+        },
     )
 
 

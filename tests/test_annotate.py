@@ -192,7 +192,9 @@ def test_zarr_round_trip_bit_exact(analyzer, tmp_path):
     np.testing.assert_array_equal(read_embedding_arrays(tmp_path / "copy.nwb.zarr")["embedding"], ext.data["embedding"])
     h5 = write_analyzer_to_nwb(analyzer, tmp_path / "bare.nwb", METADATA, embeddings=False)
     write_embeddings_to_nwb(analyzer, h5, tmp_path / "from_h5.nwb.zarr")
-    np.testing.assert_array_equal(read_embedding_arrays(tmp_path / "from_h5.nwb.zarr")["embedding"], ext.data["embedding"])
+    np.testing.assert_array_equal(
+        read_embedding_arrays(tmp_path / "from_h5.nwb.zarr")["embedding"], ext.data["embedding"]
+    )
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary store left
 
 
