@@ -194,6 +194,11 @@ def run_demo(
     write_json(output / "demo_metrics.json", metrics)
     print(f"\nmacro-F1 {result.macro_f1:.3f}, balanced accuracy {result.balanced_accuracy:.3f} in {elapsed:.0f} s")
     print(f"wrote {figure}, {confusion_figure} and {output / 'demo_metrics.json'}")
+    from .annotate import write_demo_nwb
+
+    nwb_file = write_demo_nwb(analyzer, output / f"sub-{animals[-1]}_ses-0.nwb", animals[-1], preset)
+    if nwb_file is not None:
+        print(f"wrote {nwb_file} (units, no embeddings): try `neuronid annotate {nwb_file} -o annotated`")
     return metrics
 
 
@@ -293,6 +298,23 @@ def _pretrain_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _benchmark_command(args: argparse.Namespace) -> int:
+    from .benchmark import run_benchmark, settings_from_args
+
+    settings = settings_from_args(
+        args.quick,
+        presets=tuple(args.presets) if args.presets else None,
+        seeds=tuple(args.seeds) if args.seeds else None,
+        methods=tuple(args.methods) if args.methods else None,
+    )
+    try:
+        run_benchmark(args.output, settings, command="neuronid " + " ".join(args.argv), progress_bar=not args.no_progress)
+    except RuntimeError as err:
+        print(f"neuronid benchmark: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``neuronid`` console script."""
     parser = argparse.ArgumentParser(prog="neuronid", description="Neuron identity from population spiking activity.")
@@ -322,6 +344,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     pre.add_argument("--name", default="neuronid-model")
     pre.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
 
+    bench = sub.add_parser("benchmark", help="NuCLR's three protocols: our models against the baselines, one table")
+    bench.add_argument("-o", "--output", default="neuronid_benchmark_output", help="output folder")
+    bench.add_argument("--quick", action="store_true", help="tiny smoke run of the protocol wiring (minutes)")
+    bench.add_argument("--presets", nargs="+", help="simulator presets (default: easy hard)")
+    bench.add_argument("--seeds", nargs="+", type=int, help="seeds (default: 0 1 2)")
+    bench.add_argument("--methods", nargs="+", help="subset of methods, by their table names")
+    bench.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    ann = sub.add_parser("annotate", help="embed and label the units of NWB files; write annotated copies")
+    ann.add_argument("inputs", nargs="+", help="NWB files (.nwb, .nwb.zarr) or folders, searched recursively")
+    ann.add_argument("-o", "--output", required=True, help="folder for the annotated copies (paths mirrored)")
+    ann.add_argument("--model", default="default", help="model file (default: the shipped model)")
+    ann.add_argument("--sampling-frequency", type=float, help="Hz, when a file has no units resolution (30000)")
+    ann.add_argument("--overwrite", action="store_true", help="replace existing annotated copies")
+    ann.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv
@@ -330,6 +368,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if np.isfinite(metrics["macro_f1"]) else 1
     if args.command == "pretrain":
         return _pretrain_command(args)
+    if args.command == "benchmark":
+        return _benchmark_command(args)
+    if args.command == "annotate":
+        from .annotate import annotate_command
+
+        return annotate_command(
+            args.inputs,
+            args.output,
+            model=args.model,
+            sampling_frequency=args.sampling_frequency,
+            overwrite=args.overwrite,
+            progress_bar=not args.no_progress,
+        )
     return 2
 
 
