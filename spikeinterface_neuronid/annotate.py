@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 __all__ = [
+    "NWBAnnotateError",
     "AnnotateResult",
     "find_nwb_files",
     "annotate_nwb_file",

@@ -1,4 +1,4 @@
-"""Command line: ``neuronid demo`` and ``neuronid pretrain``."""
+"""Command line: ``neuronid demo``, ``neuronid pretrain``, ``neuronid annotate`` and ``neuronid benchmark``."""
 
 from __future__ import annotations
 
