@@ -441,8 +441,9 @@ class NEMO:
             raise ValueError(f"NEMO.amplitude_jitter must be < 1, got {self.amplitude_jitter!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"NEMO.seed must be a non-negative integer, got {self.seed!r}")
-        if self.num_threads is not None and (
-            isinstance(self.num_threads, bool) or not isinstance(self.num_threads, (int, np.integer)) or self.num_threads < 1
+        threads = self.num_threads
+        if threads is not None and (
+            isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1
         ):
             raise ValueError(f"NEMO.num_threads must be None or a positive integer, got {self.num_threads!r}")
         acg_lag_edges(self.num_lags, self.max_lag_ms)
