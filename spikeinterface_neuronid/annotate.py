@@ -5,7 +5,9 @@ times of its Units table are read with SpikeInterface's NWB sorting extractor, a
 sorting alone (a lazy one-channel placeholder recording fixes its duration; no recording data is read or
 needed), ``neuron_embedding`` is computed (with the labels of every task head of the model) and
 :func:`~spikeinterface_neuronid.nwb.write_embeddings_to_nwb` writes an annotated copy into the output folder.
-The source files are only read.
+The source files are only read. A model trained with covariates (NeurPIR with ``num_covariates > 0``) gets the
+file's behavioural time series and trials indicator as covariates
+(:func:`~spikeinterface_neuronid.nwb.read_nwb_covariates`).
 """
 
 from __future__ import annotations
@@ -200,6 +202,7 @@ def annotate_nwb_file(
     n_jobs: int | None = None,
     batch_size: int = 16,
     device: str = "cpu",
+    covariates: str | Sequence[str] | None = "auto",
 ) -> int:
     """Embed the units of one NWB file and write an annotated copy.
 
@@ -223,6 +226,14 @@ def annotate_nwb_file(
         Windows per forward pass.
     device : str, default: "cpu"
         Torch device.
+    covariates : "auto" | sequence of str | None, default: "auto"
+        Surrounding information for a model trained with covariates (``config.num_covariates = k > 0``, e.g.
+        NeurPIR's shipped model); ignored by other models. ``"auto"``: the file's behavioural time series
+        (``processing["behavior"]``) and trials indicator, resampled onto the model's bins and standardised by
+        :func:`~spikeinterface_neuronid.nwb.read_nwb_covariates`, which keeps the first ``k`` channels or pads
+        with zeros, with a warning, when the file offers another number. A sequence: those sources, by path
+        (e.g. ``["behavior/Position/position", "trials"]``). None: none (the model then gets zeros, with a
+        warning). A file with neither behaviour nor trials is embedded with zeros, with that warning.
 
     Returns
     -------
@@ -268,9 +279,50 @@ def annotate_nwb_file(
     job_kwargs = dict(progress_bar=False)
     if n_jobs is not None:
         job_kwargs["n_jobs"] = n_jobs
-    analyzer.compute("neuron_embedding", model=str(model), batch_size=batch_size, device=device, **job_kwargs)
+    cov = _file_covariates(source, model, covariates, t_start=t_start, duration=num_samples / fs)
+    cov_kwargs = {} if cov is None else dict(covariates=cov.values, covariate_rate_hz=cov.rate_hz)
+    ext = analyzer.compute(
+        "neuron_embedding", model=str(model), batch_size=batch_size, device=device, **cov_kwargs, **job_kwargs
+    )
+    if cov is not None:  # provenance in the model record: which channels of the file were the covariates
+        summary = dict(ext.params["covariates"], source=f"{source.name}: {', '.join(cov.channels)}")
+        ext.params = {**ext.params, "covariates": summary}
     write_embeddings_to_nwb(analyzer, source, output, overwrite=overwrite)
     return analyzer.get_num_units()
+
+
+def _file_covariates(source: Path, model, covariates, *, t_start: float, duration: float):
+    """The covariates of ``source`` for ``model`` (:class:`~.nwb.NWBCovariates`), or None to give none."""
+    import warnings
+
+    from .inference import resolve_model
+    from .nwb import read_nwb_covariates
+
+    bundle = resolve_model(str(model))
+    k = int(getattr(bundle.config, "num_covariates", 0) or 0)
+    if covariates is None or (isinstance(covariates, str) and covariates == "auto" and k == 0):
+        return None
+    if isinstance(covariates, str) and covariates != "auto":
+        raise ValueError(f"covariates must be 'auto', a list of source names or None, got {covariates!r}")
+    if k == 0:
+        raise ValueError(
+            f"covariate sources {list(covariates)} were given but the model '{bundle.name}' takes no covariates"
+        )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cov = read_nwb_covariates(
+            source,
+            k,
+            duration=duration,
+            t_start=t_start,
+            rate_hz=1.0 / float(bundle.config.bin_s),
+            sources=None if isinstance(covariates, str) else list(covariates),
+        )
+    if cov.is_padding_only:  # nothing in the file: the compute warns that zeros are used
+        return None
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return cov
 
 
 def annotate_nwb_files(
@@ -284,6 +336,7 @@ def annotate_nwb_files(
     n_jobs: int | None = None,
     batch_size: int = 16,
     device: str = "cpu",
+    covariates: str | Sequence[str] | None = "auto",
 ) -> list[AnnotateResult]:
     """Annotate NWB files (and folders of them) into ``output_folder``; a failing file does not stop the others.
 
@@ -307,7 +360,7 @@ def annotate_nwb_files(
         Replace existing copies (otherwise such a file is reported as failed).
     progress_bar : bool, default: True
         A tqdm progress bar over files.
-    n_jobs, batch_size, device
+    n_jobs, batch_size, device, covariates
         See :func:`annotate_nwb_file`.
 
     Returns
@@ -343,6 +396,7 @@ def annotate_nwb_files(
                 n_jobs=n_jobs,
                 batch_size=batch_size,
                 device=device,
+                covariates=covariates,
             )
             results.append(AnnotateResult(source, output, n, time.perf_counter() - t0))
         except (KeyboardInterrupt, SystemExit):

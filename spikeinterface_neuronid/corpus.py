@@ -15,7 +15,12 @@ from .data import SpikeTrainSet
 __all__ = ["sorting_to_spike_train_sets", "analyzer_to_spike_train_sets", "spike_train_corpus"]
 
 
-def sorting_to_spike_train_sets(sorting, num_samples_per_segment: Sequence[int]) -> list[SpikeTrainSet]:
+def sorting_to_spike_train_sets(
+    sorting,
+    num_samples_per_segment: Sequence[int],
+    covariates: Sequence[np.ndarray] | None = None,
+    covariate_rate_hz: float | None = None,
+) -> list[SpikeTrainSet]:
     """One :class:`SpikeTrainSet` per segment of a SpikeInterface sorting.
 
     Parameters
@@ -24,6 +29,11 @@ def sorting_to_spike_train_sets(sorting, num_samples_per_segment: Sequence[int])
         The sorting.
     num_samples_per_segment : sequence of int
         Length of each segment in samples (e.g. ``sorting_analyzer.get_num_samples(i)``).
+    covariates : sequence of np.ndarray | None, default: None
+        Surrounding information, one ``(n_samples, k)`` array per segment, sample ``i`` covering
+        ``[i, i + 1) / covariate_rate_hz`` s from the segment start (see :class:`SpikeTrainSet`). None: none.
+    covariate_rate_hz : float | None, default: None
+        Sampling rate of ``covariates`` in Hz (required with them).
 
     Returns
     -------
@@ -33,6 +43,10 @@ def sorting_to_spike_train_sets(sorting, num_samples_per_segment: Sequence[int])
     fs = float(sorting.get_sampling_frequency())
     if sorting.get_num_units() == 0:
         raise ValueError("the sorting has no units: there is nothing to embed")
+    if covariates is not None and len(covariates) != len(num_samples_per_segment):
+        raise ValueError(
+            f"{len(covariates)} covariate array(s) for {len(num_samples_per_segment)} segment(s); give one per segment"
+        )
     unit_ids = list(sorting.unit_ids)
     segments = []
     for segment_index, num_samples in enumerate(num_samples_per_segment):
@@ -40,14 +54,24 @@ def sorting_to_spike_train_sets(sorting, num_samples_per_segment: Sequence[int])
             np.asarray(sorting.get_unit_spike_train(unit_id, segment_index=segment_index), dtype=np.int64) / fs
             for unit_id in unit_ids
         ]
-        segments.append(SpikeTrainSet(trains, duration=num_samples / fs, unit_ids=unit_ids))
+        cov = (
+            None
+            if covariates is None
+            else dict(covariates=covariates[segment_index], covariate_rate_hz=covariate_rate_hz)
+        )
+        segments.append(SpikeTrainSet(trains, duration=num_samples / fs, unit_ids=unit_ids, **(cov or {})))
     return segments
 
 
-def analyzer_to_spike_train_sets(sorting_analyzer) -> list[SpikeTrainSet]:
-    """One :class:`SpikeTrainSet` per segment of a ``SortingAnalyzer`` (works without its recording)."""
+def analyzer_to_spike_train_sets(
+    sorting_analyzer, covariates: Sequence[np.ndarray] | None = None, covariate_rate_hz: float | None = None
+) -> list[SpikeTrainSet]:
+    """One :class:`SpikeTrainSet` per segment of a ``SortingAnalyzer`` (works without its recording).
+
+    ``covariates`` / ``covariate_rate_hz``: see :func:`sorting_to_spike_train_sets`.
+    """
     num_samples = [sorting_analyzer.get_num_samples(i) for i in range(sorting_analyzer.get_num_segments())]
-    return sorting_to_spike_train_sets(sorting_analyzer.sorting, num_samples)
+    return sorting_to_spike_train_sets(sorting_analyzer.sorting, num_samples, covariates, covariate_rate_hz)
 
 
 def _segments_of(source) -> list[SpikeTrainSet]:

@@ -15,6 +15,74 @@ from .heads import CLASSES_SUFFIX, head_outputs
 
 __all__ = ["ComputeNeuronEmbedding", "compute_neuron_embedding"]
 
+#: Data key prefix of the covariates given to the compute, one float32 ``(n_samples, k)`` array per segment.
+COVARIATES_PREFIX = "covariates_segment_"
+
+
+def _covariate_arrays(covariates, covariate_rate_hz) -> list[np.ndarray] | None:
+    """``covariates`` (array, ``.npy`` path, or a list of them) as float32 2-D arrays, one per segment; None if none.
+
+    Checked here, before SpikeInterface deletes a previous result: types, shapes, finiteness and the rate. The
+    model's number of covariates and the segments' durations are checked in ``_set_params``.
+    """
+    if covariates is None and covariate_rate_hz is None:
+        return None
+    if covariates is None or covariate_rate_hz is None:
+        raise ValueError(
+            "give covariates and covariate_rate_hz together (covariate_rate_hz is the sampling rate of the "
+            "covariate samples in Hz)"
+        )
+    if isinstance(covariate_rate_hz, bool) or not isinstance(covariate_rate_hz, (int, float, np.integer, np.floating)):
+        raise TypeError(f"covariate_rate_hz must be a number of Hz, got {covariate_rate_hz!r}")
+    if not np.isfinite(covariate_rate_hz) or covariate_rate_hz <= 0:
+        raise ValueError(f"covariate_rate_hz must be a positive finite number of Hz, got {covariate_rate_hz!r}")
+    items = list(covariates) if isinstance(covariates, (list, tuple)) else [covariates]
+    if not items:
+        raise ValueError("covariates is an empty list; give one array per segment, or None")
+    arrays = []
+    for i, item in enumerate(items):
+        where = "covariates" if len(items) == 1 else f"covariates[{i}]"
+        if isinstance(item, (str, Path)):
+            path = Path(item).expanduser()
+            if path.suffix != ".npy":
+                raise ValueError(f"{where}: a covariate file must be a .npy file (np.save), got {path}")
+            if not path.is_file():
+                raise FileNotFoundError(f"{where}: covariate file not found: {path}")
+            item = np.load(path, allow_pickle=False)
+        elif isinstance(item, dict):  # the summary stored in the params: not an input
+            raise TypeError(
+                f"{where} is a stored covariate summary, not the covariates; pass the array (or .npy path) itself"
+            )
+        values = np.asarray(item)
+        if values.ndim == 1:
+            raise ValueError(f"{where} must be 2-D (n_samples, k); for one channel use values[:, None]")
+        if values.ndim != 2 or values.shape[0] == 0 or values.shape[1] == 0:
+            raise ValueError(f"{where} must be a non-empty 2-D array (n_samples, k), got shape {values.shape}")
+        if not np.issubdtype(values.dtype, np.number) or np.issubdtype(values.dtype, np.complexfloating):
+            raise TypeError(f"{where} must hold real numbers, got dtype {values.dtype}")
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"{where} has NaN or infinite values; fill or interpolate them first")
+        arrays.append(np.ascontiguousarray(values, dtype=np.float32))
+    return arrays
+
+
+def _check_covariate_channels(bundle, arrays: list[np.ndarray]) -> int:
+    """The model's number of covariates ``k``; raise if it takes none or ``arrays`` have another count."""
+    k = int(getattr(bundle.config, "num_covariates", 0) or 0)
+    if k == 0:
+        raise ValueError(
+            f"covariates were given but the model '{bundle.name}' ({bundle.method}) takes none "
+            "(num_covariates = 0); drop covariates= or use a model trained with covariates"
+        )
+    for i, values in enumerate(arrays):
+        if values.shape[1] != k:
+            raise ValueError(
+                f"the model '{bundle.name}' takes {k} covariates but the covariates of segment {i} have "
+                f"{values.shape[1]} channel(s) (shape {values.shape})"
+            )
+    return k
+
+
 class ComputeNeuronEmbedding(AnalyzerExtension):
     """Compute one embedding per unit that encodes the neuron's identity (cell type, brain region).
 
@@ -31,9 +99,9 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
         (``.safetensors``) written by ``spikeinterface_neuronid.pretrain`` / ``fine_tune``.
     method : str | None, default: None
         With ``model="default"``: which shipped model, ``"nuclr"`` (the default, also for None) or
-        ``"neurpir"`` (single-neuron NeurPIR encoder, trained with stimulus covariates; a sorting has no
-        covariates, so they are zeros here). With a model path: the method the file must have (None: any);
-        a mismatch is an error raised before any previous result is touched.
+        ``"neurpir"`` (single-neuron NeurPIR encoder, trained with 2 stimulus covariates: pass them with
+        ``covariates``, else zeros are used, with a warning). With a model path: the method the file must have
+        (None: any); a mismatch is an error raised before any previous result is touched.
     batch_size : int, default: 16
         Number of windows per forward pass.
     max_context_units : int | None, default: None
@@ -52,6 +120,19 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
     fine_tune_seed : int, default: 0
         Seed of the fine-tuning (sampling and dropout); on CPU the same seed, data and ``n_jobs`` give the
         same weights and embeddings.
+    covariates : np.ndarray | str | Path | list | None, default: None
+        Surrounding information (stimulus, behaviour) for a model trained with covariates
+        (``config.num_covariates = k > 0``, e.g. the shipped NeurPIR model, k = 2): a float array
+        ``(n_samples, k)`` sampled at ``covariate_rate_hz`` from the segment start (sample ``i`` covers
+        ``[i, i + 1) / covariate_rate_hz`` s) and covering the whole segment, or the path of a ``.npy`` file
+        holding one; a list of those, one per segment, for a multi-segment analyzer. The arrays are stored
+        with the extension's data (keys ``covariates_segment_<i>``, float32), not in the params, so a saved
+        analyzer is self-contained and merge / split reuse them. None: a model with covariates gets zeros
+        (with a ``UserWarning``). Given to a model without covariates, or with another ``k``, it is an error.
+        :func:`~spikeinterface_neuronid.nwb.read_nwb_covariates` builds such an array from an NWB file's
+        behavioural time series and trials table.
+    covariate_rate_hz : float | None, default: None
+        Sampling rate of ``covariates`` in Hz; required with them.
     **job_kwargs
         SpikeInterface job kwargs: ``n_jobs`` sets the number of torch CPU threads during the compute,
         ``progress_bar`` shows a progress bar over windows. Others are accepted and ignored.
@@ -77,6 +158,10 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
     the full population as context. ``merge_units`` and ``split_units`` change the population itself,
     so every row is recomputed on the new analyzer (a unit's embedding depends on all the others);
     the cost equals one compute.
+
+    With ``covariates``, the params hold a summary instead of the arrays (``covariates``: a dict with
+    ``source`` ("array" or the ``.npy`` path), ``num_covariates``, ``num_samples`` per segment and the
+    ``sha256`` of the stored float32 arrays) and ``covariate_rate_hz``.
 
     The model file's SHA-256 is stored in the params (``model_sha256``) for provenance, and ``method`` holds
     the model's method (``"nuclr"`` or ``"neurpir"``) whatever was passed. With
@@ -116,6 +201,12 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
             raise ValueError(f"fine_tune_steps must be >= 0 (0 disables fine-tuning), got {params['fine_tune_steps']}")
         if "model_sha256" not in params:  # a new compute (stored params were checked when they were set)
             cls._check_method(params.get("model", "default"), params.get("method"))
+            arrays = _covariate_arrays(params.get("covariates"), params.get("covariate_rate_hz"))
+            model = params.get("model", "default")
+            if arrays is not None and isinstance(model, (str, Path)):
+                from .inference import resolve_model
+
+                _check_covariate_channels(resolve_model(str(model), params.get("method")), arrays)
         return list(cls.depend_on)
 
     @staticmethod
@@ -142,6 +233,8 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
         device: str = "cpu",
         fine_tune_steps: int = 0,
         fine_tune_seed: int = 0,
+        covariates: np.ndarray | str | Path | list | None = None,
+        covariate_rate_hz: float | None = None,
     ):
         from .inference import resolve_model
 
@@ -153,6 +246,13 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
         bundle = resolve_model(model, method)
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        arrays = _covariate_arrays(covariates, covariate_rate_hz)
+        self._covariate_arrays = arrays  # stored as data by _run (the params only get a summary)
+        covariate_summary = None
+        if arrays is not None:
+            covariate_summary = self._check_covariates(bundle, arrays, float(covariate_rate_hz))
+            # one .npy path: that path; an array, or a list (one item per segment): "array"
+            covariate_summary["source"] = str(covariates) if isinstance(covariates, (str, Path)) else "array"
         return dict(
             model=model,
             model_name=bundle.name,
@@ -165,7 +265,41 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
             fine_tune_steps=int(fine_tune_steps),
             fine_tune_seed=int(fine_tune_seed),
             fine_tuned_sha256=None,  # set by the compute when fine_tune_steps > 0
+            covariates=covariate_summary,
+            covariate_rate_hz=None if arrays is None else float(covariate_rate_hz),
         )
+
+    def _check_covariates(self, bundle, arrays: list[np.ndarray], rate_hz: float) -> dict:
+        """Check the covariates against the model and the analyzer's segments; return the params summary."""
+        import hashlib
+
+        from .data import _check_covariates
+
+        k = _check_covariate_channels(bundle, arrays)
+        analyzer = self.sorting_analyzer
+        num_segments = analyzer.get_num_segments()
+        if len(arrays) != num_segments:
+            raise ValueError(
+                f"{len(arrays)} covariate array(s) for {num_segments} segment(s); pass a list with one array per segment"
+            )
+        digest = hashlib.sha256()
+        for i, values in enumerate(arrays):
+            duration = analyzer.get_num_samples(i) / analyzer.sampling_frequency
+            try:
+                _check_covariates(values, rate_hz, duration)
+            except ValueError as err:
+                raise ValueError(f"covariates of segment {i}: {err}") from None
+            digest.update(np.ascontiguousarray(values).tobytes())
+        return dict(num_covariates=k, num_samples=[int(a.shape[0]) for a in arrays], sha256=digest.hexdigest())
+
+    def _stored_covariates(self) -> list[np.ndarray] | None:
+        """The covariates of this compute: those just set by ``_set_params``, else those in the data."""
+        if getattr(self, "_covariate_arrays", None) is not None:
+            return self._covariate_arrays
+        keys = sorted(
+            (k for k in self.data if k.startswith(COVARIATES_PREFIX)), key=lambda k: int(k[len(COVARIATES_PREFIX) :])
+        )
+        return [np.asarray(self.data[k]) for k in keys] or None
 
     def _compute(self, sorting_analyzer, verbose=False, **job_kwargs) -> dict:
         """Embed (and label) the units of ``sorting_analyzer``; sets ``self._fine_tuned_sha256``."""
@@ -179,7 +313,11 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
                 f"the model file {self.params['model']} changed since these params were set "
                 f"(sha256 {bundle.sha256[:12]}… != {self.params['model_sha256'][:12]}…); recompute the extension"
             )
-        segments = analyzer_to_spike_train_sets(sorting_analyzer)
+        covariates = self._stored_covariates()
+        rate_hz = self.params.get("covariate_rate_hz")  # absent in params stored by older versions
+        segments = analyzer_to_spike_train_sets(
+            sorting_analyzer, covariates=covariates, covariate_rate_hz=None if covariates is None else rate_hz
+        )
         n_jobs = job_kwargs.get("n_jobs", 1)
         num_threads = n_jobs if isinstance(n_jobs, int) and n_jobs > 0 else None
         progress_bar = bool(job_kwargs.get("progress_bar", False))
@@ -211,6 +349,8 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
         data = dict(embedding=result.embedding, num_windows=result.num_windows, embedded=result.embedded)
         for head in bundle.heads.values():
             data.update(head_outputs(head, result.embedding))
+        for i, values in enumerate(covariates or []):  # the inputs, kept for reloads, merges and splits
+            data[f"{COVARIATES_PREFIX}{i}"] = values
         return data
 
     def _run(self, verbose=False, **job_kwargs):
@@ -245,7 +385,11 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
     def _select_units_extension_data(self, unit_ids):
         indices = self.sorting_analyzer.sorting.ids_to_indices(unit_ids)
         return {
-            key: np.asarray(value) if key.endswith(CLASSES_SUFFIX) else slice_rows(np.asarray(value), indices)
+            key: (
+                np.asarray(value)
+                if key.endswith(CLASSES_SUFFIX) or key.startswith(COVARIATES_PREFIX)  # not per unit
+                else slice_rows(np.asarray(value), indices)
+            )
             for key, value in self.data.items()
         }
 

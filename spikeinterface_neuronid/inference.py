@@ -243,8 +243,13 @@ def embed_populations(
             )
         if any(s.covariates is None for s in segments):
             warnings.warn(
-                f"the model takes {num_cov} covariates (surrounding information) but the recording has none: "
-                "zeros are used instead",
+                f"the model was trained with {num_cov} covariates (surrounding information: stimulus or behaviour "
+                "aligned to the bins) but the recording has none: zeros are used instead, which can change the "
+                "embeddings. Provide them with compute('neuron_embedding', covariates=<array (n_samples, "
+                f"{num_cov})>, covariate_rate_hz=<Hz>), SpikeTrainSet(covariates=..., covariate_rate_hz=...), or "
+                "read them from an NWB file with spikeinterface_neuronid.nwb.read_nwb_covariates (neuronid "
+                "annotate does this)",
+                UserWarning,
                 stacklevel=2,
             )
 
