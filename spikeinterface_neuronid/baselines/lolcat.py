@@ -237,7 +237,7 @@ class LOLCAT:
         Steps between updates of the dynamic class-balanced sampler's weights.
     seed : int, default: 0
         Seed of the initialisation, the sampler and dropout.
-    num_threads : int or None, default: None
+    num_threads : int or None, default: 1
         Torch threads during ``fit``/``transform`` (restored afterwards); None keeps the current setting.
     progress_bar : bool, default: False
         Show a tqdm bar over the training steps.
@@ -285,7 +285,7 @@ class LOLCAT:
         max_snippets: int = 48,
         resample_every: int = 50,
         seed: int = 0,
-        num_threads: int | None = None,
+        num_threads: int | None = 1,
         progress_bar: bool = False,
     ):
         self.steps = steps

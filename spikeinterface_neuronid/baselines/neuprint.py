@@ -157,8 +157,9 @@ class NeuPRINT:
         Peak Adam learning rate of ``f`` (cosine decay to 0).
     embedding_lr : float, default: 1e-2
         Peak Adam learning rate of Φ in ``fit`` (cosine decay to 0).
-    transform_steps : int, default: 200
-        Test-time optimisation steps for a population not seen in ``fit``.
+    transform_steps : int or None, default: None
+        Test-time optimisation steps for a population not seen in ``fit``; None: ``max(1, steps // 2)`` (200 at
+        the defaults), so that shrinking ``steps`` also shrinks the cost of ``transform``.
     transform_lr : float, default: 1e-2
         Adam learning rate of Φ during test-time optimisation (cosine decay to 0).
     embedding_dim : int, default: 32
@@ -179,7 +180,7 @@ class NeuPRINT:
         Fraction of input counts masked BERT-style during ``fit`` (0 disables masking).
     seed : int, default: 0
         Seed of the initialisation and of the window draws.
-    num_threads : int or None, default: None
+    num_threads : int or None, default: 1
         Torch threads during ``fit``/``transform`` (restored afterwards); None keeps the current setting.
     progress_bar : bool, default: False
         Show tqdm bars over the optimisation steps.
@@ -208,7 +209,7 @@ class NeuPRINT:
         batch_size: int = 256,
         lr: float = 1e-3,
         embedding_lr: float = 1e-2,
-        transform_steps: int = 200,
+        transform_steps: int | None = None,
         transform_lr: float = 1e-2,
         embedding_dim: int = 32,
         model_dim: int = 64,
@@ -219,7 +220,7 @@ class NeuPRINT:
         window_bins: int = 32,
         mask_ratio: float = 0.0,
         seed: int = 0,
-        num_threads: int | None = None,
+        num_threads: int | None = 1,
         progress_bar: bool = False,
     ):
         self.steps = steps
@@ -244,8 +245,10 @@ class NeuPRINT:
 
     def _check_params(self) -> None:
         name = type(self).__name__
-        for key in ("steps", "batch_size", "transform_steps", "embedding_dim", "model_dim", "num_layers"):
+        for key in ("steps", "batch_size", "embedding_dim", "model_dim", "num_layers"):
             check_int(name, key, getattr(self, key), 1)
+        if self.transform_steps is not None:
+            check_int(name, "transform_steps", self.transform_steps, 1)
         for key in ("num_heads", "ff_mult", "window_bins"):
             check_int(name, key, getattr(self, key), 1)
         check_int(name, "seed", self.seed, 0)
@@ -355,17 +358,23 @@ class NeuPRINT:
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
+    @property
+    def num_transform_steps(self) -> int:
+        """Test-time optimisation steps actually used (``transform_steps`` or ``max(1, steps // 2)``)."""
+        return self.transform_steps if self.transform_steps is not None else max(1, int(self.steps) // 2)
+
     def _optimise_phi(self, pop: _Population, gen: torch.Generator, k: int) -> tuple[np.ndarray, float]:
         """Test-time optimisation of Φ for the units of ``pop`` with ``f`` frozen."""
         model = self.dynamics_
+        num_steps = self.num_transform_steps
         phi = nn.Parameter(torch.zeros(pop.num_units, self.embedding_dim))
         optimizer = torch.optim.Adam([phi], lr=self.transform_lr)
         units = torch.arange(pop.num_units)
         chunk = max(1, self.batch_size)
-        bar = progress(self.transform_steps, self.progress_bar, f"NeuPRINT transform (population {k})")
+        bar = progress(num_steps, self.progress_bar, f"NeuPRINT transform (population {k})")
         last = math.nan
-        for step in range(self.transform_steps):
-            _cosine(optimizer, [self.transform_lr], step, self.transform_steps)
+        for step in range(num_steps):
+            _cosine(optimizer, [self.transform_lr], step, num_steps)
             starts = self._draw(gen, pop, units)
             optimizer.zero_grad(set_to_none=True)
             total = 0.0
