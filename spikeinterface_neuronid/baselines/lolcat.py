@@ -29,6 +29,12 @@ A compact re-implementation of the released model (``nerdslab/lolcat``; facts in
   cosine learning-rate decay.
 
 ``transform`` embeds every snippet of a unit (no dropout, no cap). Everything is pure torch and numpy.
+
+Cost (one thread, a busy 2-core machine, the defaults): about 0.05 s per training step (64 units x <= 48
+snippets); ``fit`` on 5 populations of 200 units x 480 s took 22 s (histograms included), ``transform`` of
+one such population 0.2 s. On the ``easy`` simulator (trained on 4 animals of 120 units x 240 s) a linear probe
+on the pooled vectors of a fifth animal reached cell-type macro-F1 0.92 (brain region 0.39: single-unit
+timing does not carry the region there).
 """
 
 from __future__ import annotations

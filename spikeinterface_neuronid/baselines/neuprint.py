@@ -31,6 +31,12 @@ A compact re-implementation of the recipe in ``shared/notes/methods.md`` §3 ("N
   ``transform_steps`` forward+backward passes of ``f`` over ``num_units`` windows (see
   ``last_transform_seconds_``); the result depends on ``seed``.
 
+Cost (one thread, a busy 2-core machine, the defaults): about 0.08 s per ``fit`` step (256 windows of 32
+bins) and 0.045 s per test-time step for 200 units; ``fit`` on 5 populations of 200 units x 480 s took 32 s,
+``transform`` of one new such population 9 s (200 steps), of a fitted one ~0 s. Memory is the binned counts
+(4 bytes x units x bins). On the ``easy`` simulator (4 training animals of 120 units x 240 s, animal 4 embedded
+by test-time optimisation) a linear probe reached macro-F1 0.62 for cell type and 0.84 for region.
+
 Pure torch and numpy; no SpikeInterface.
 """
 
