@@ -261,7 +261,8 @@ class LOLCAT:
     loss_history_ : list of float
         Training loss of every step.
     class_weights_ : np.ndarray
-        Final sampler weights of the classes (they start at 5; a class is drawn with probability proportional to its weight).
+        Final sampler weights of the classes (they start at 5; a class is drawn with probability proportional
+        to its weight).
     num_train_units_ : int
         Labelled units with at least one snippet used in training.
     fit_seconds_, last_transform_seconds_ : float
@@ -454,7 +455,11 @@ class LOLCAT:
             n = int(offsets[u + 1] - offsets[u])
             p = rng.uniform(self.dropout_min, self.dropout_max)
             keep = min(self.max_snippets, max(1, int(round(n * (1.0 - p)))))
-            chosen = offsets[u] + rng.choice(n, size=keep, replace=False) if keep < n else np.arange(offsets[u], offsets[u + 1])
+            chosen = (
+                offsets[u] + rng.choice(n, size=keep, replace=False)
+                if keep < n
+                else np.arange(offsets[u], offsets[u + 1])
+            )
             rows.append(chosen)
             segment.append(np.full(keep, j, dtype=np.int64))
         return np.concatenate(rows).astype(np.int64), np.concatenate(segment)

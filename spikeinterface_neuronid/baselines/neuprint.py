@@ -275,7 +275,8 @@ class NeuPRINT:
             if counts.shape[1] < self.window_bins + 1:
                 raise ValueError(
                     f"{owner}: population {k} lasts {float(pop.duration):g} s, shorter than one window plus one bin "
-                    f"({(self.window_bins + 1) * self.bin_s:g} s at bin_s={self.bin_s:g}, window_bins={self.window_bins})"
+                    f"({(self.window_bins + 1) * self.bin_s:g} s at bin_s={self.bin_s:g}, "
+                    f"window_bins={self.window_bins})"
                 )
             out.append(_Population(counts))
         return out
