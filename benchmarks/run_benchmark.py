@@ -2,6 +2,10 @@
 
     python benchmarks/run_benchmark.py            # full run (FULL settings, about an hour on 2 cores)
     python benchmarks/run_benchmark.py --quick    # the CI smoke run (QUICK settings, a few minutes)
+    python benchmarks/run_benchmark.py --readme-only  # re-quote the committed full run in README.md
+
+The full run also replaces the README's quoted tables (between the ``benchmark-table`` markers) with the
+``hard`` tables and the verdict of its ``results.json``, so the README never holds a hand-typed number.
 
 The same as ``neuronid benchmark`` (see :mod:`spikeinterface_neuronid.benchmark`), with the output folder
 defaulting to ``benchmarks/results/benchmark/`` (full) or ``benchmarks/results/benchmark_quick/`` (quick):
@@ -12,6 +16,7 @@ and the figures.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -23,18 +28,41 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("-o", "--output", help="output folder")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--readme-only", action="store_true", help="only re-quote the committed results in README.md")
     args = parser.parse_args()
 
     from spikeinterface_neuronid.benchmark import run_benchmark, settings_from_args
 
-    output = args.output or HERE / "results" / ("benchmark_quick" if args.quick else "benchmark")
+    output = Path(args.output) if args.output else HERE / "results" / ("benchmark_quick" if args.quick else "benchmark")
+    if args.readme_only:
+        update_readme(json.loads((output / "results.json").read_text()))
+        return 0
     command = "python benchmarks/run_benchmark.py" + (" --quick" if args.quick else "")
     try:
-        run_benchmark(output, settings_from_args(args.quick), command=command, progress_bar=not args.no_progress)
+        result = run_benchmark(output, settings_from_args(args.quick), command=command, progress_bar=not args.no_progress)
     except RuntimeError as err:
         print(err, file=sys.stderr)
         return 1
+    if not args.quick and args.output is None:
+        update_readme(result)
     return 0
+
+
+def update_readme(result: dict) -> None:
+    """Replace the text between the README's benchmark-table markers with the run's excerpt (atomically)."""
+    from spikeinterface_neuronid._io import atomic_path
+    from spikeinterface_neuronid.benchmark import readme_excerpt
+
+    readme = HERE.parent / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- benchmark-table:start -->", "<!-- benchmark-table:end -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"{readme} has no {start} ... {end} markers: add them where the table belongs")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    with atomic_path(readme) as tmp:
+        tmp.write_text(head + start + "\n" + readme_excerpt(result) + end + tail)
+    print(f"updated {readme}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ class-balanced LogisticRegression, with ``C = 1`` (the paper) and with ``C`` cho
 on all probe-training units. Metrics: macro-F1 and balanced accuracy, mean and standard deviation over seeds.
 
 Methods (see :func:`method_specs`): ours (NuCLR-style), ours without its spatial (population) blocks, ours
-with random weights, NeurPIR, handcrafted single-unit features at 1 ms and at the model's bin size, the
+with random weights, the shipped default model (pretrained on other simulated animals), NeurPIR, handcrafted single-unit features at 1 ms and at the model's bin size, the
 population-coupling feature alone and with the single-unit features, LOLCAT (supervised), NEMO (needs
 waveform templates) and NeuPRINT. Self-supervised models are first trained without the test animal (the
 inductive model); the model for the two transductive protocols continues that training on all animals
@@ -77,21 +77,21 @@ class BenchmarkSettings:
         Simulator presets, each a separate dataset.
     num_animals : int, default: 5
         Simulated animals per preset (at least 3: probe-training, validation and test animals).
-    num_neurons : int, default: 200
+    num_neurons : int, default: 150
         Simulated neurons per animal (one session each).
     duration_s : float, default: 240.0
         Recorded seconds per session.
     seeds : tuple of int, default: (0, 1, 2)
         One repetition per seed: the test animal rotates and every model is refitted with this seed.
-    ssl_steps : int, default: 300
+    ssl_steps : int, default: 200
         Self-supervised training steps of our models (ours, no-spatial ablation, NeurPIR).
-    transductive_steps : int, default: 100
+    transductive_steps : int, default: 60
         Further steps on all animals (test animal included) for the transductive protocols.
     batch_size : int, default: 8
         View pairs per step.
     max_units : int, default: 48
         Units per training view.
-    baseline_steps : dict, default: {}
+    baseline_steps : dict, default: {} (FULL: LOLCAT 200, NEMO 200, NeuPRINT 300)
         Optional ``steps`` overrides for LOLCAT, NEMO and NeuPRINT (keys ``"lolcat"``, ``"nemo"``,
         ``"neuprint"``; missing keys keep each baseline's default).
     methods : tuple of str | None, default: None
@@ -100,6 +100,8 @@ class BenchmarkSettings:
         Fractions of probe-training units for the label-efficiency curve.
     scaling_animals : tuple of int, default: (1, 2, 4)
         Numbers of pretraining animals for the scaling curve (seed 0, inductive zero-shot).
+    scaling_presets : tuple of str, default: ("hard",)
+        Presets on which the scaling curve is measured (each point is one more pretraining run).
     c_grid : tuple of float, default: (0.01, 0.1, 1.0, 10.0)
         Candidate probe ``C`` values.
     transductive_test_fraction : float, default: 0.3
@@ -112,17 +114,18 @@ class BenchmarkSettings:
 
     presets: tuple = ("easy", "hard")
     num_animals: int = 5
-    num_neurons: int = 200
+    num_neurons: int = 150
     duration_s: float = 240.0
     seeds: tuple = (0, 1, 2)
-    ssl_steps: int = 300
-    transductive_steps: int = 100
+    ssl_steps: int = 200
+    transductive_steps: int = 60
     batch_size: int = 8
     max_units: int = 48
     baseline_steps: dict = field(default_factory=dict)
     methods: tuple | None = None
     label_fractions: tuple = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
     scaling_animals: tuple = (1, 2, 4)
+    scaling_presets: tuple = ("hard",)
     c_grid: tuple = (0.01, 0.1, 1.0, 10.0)
     transductive_test_fraction: float = 0.3
     num_threads: int = 2
@@ -146,7 +149,7 @@ class BenchmarkSettings:
 
 
 #: The committed full run: about 45-60 min on 2 CPU cores.
-FULL = BenchmarkSettings()
+FULL = BenchmarkSettings(baseline_steps=dict(lolcat=200, nemo=200, neuprint=300))
 
 #: Smoke test of the protocol wiring (CI): every method and protocol on tiny data, a few minutes on 2 cores.
 QUICK = BenchmarkSettings(
@@ -161,6 +164,7 @@ QUICK = BenchmarkSettings(
     baseline_steps=dict(lolcat=10, nemo=10, neuprint=10),
     label_fractions=(0.25, 1.0),
     scaling_animals=(1, 2),
+    scaling_presets=("easy", "hard"),
     c_grid=(0.1, 1.0),
 )
 
@@ -265,6 +269,37 @@ class SelfSupervisedEncoder:
         ]
 
 
+class PretrainedModel:
+    """A model file used as it is (no training on the benchmark's animals): a fixed-embedding method.
+
+    Parameters
+    ----------
+    model : str, default: "default"
+        ``"default"`` (the shipped model) or a path to a model file.
+    seed : int, default: 0
+        Seed of the inference engine's unit grouping.
+    num_threads : int | None, default: None
+        Torch CPU threads.
+    """
+
+    supervised = False
+    needs_templates = False
+
+    def __init__(self, model: str = "default", seed: int = 0, num_threads: int | None = None):
+        self.model = model
+        self.seed = seed
+        self.num_threads = num_threads
+
+    def fit(self, populations: Sequence[SpikeTrainSet], labels=None, templates=None) -> "PretrainedModel":
+        """Load the model (nothing is learned from ``populations``)."""
+        from .inference import resolve_model
+
+        self.bundle_ = resolve_model(self.model)
+        return self
+
+    transform = SelfSupervisedEncoder.transform
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # method table
 
@@ -311,6 +346,10 @@ def method_specs(settings: BenchmarkSettings) -> list[MethodSpec]:
             "same depth, every block temporal-only: no population context",
         ),
         MethodSpec("ours, random weights", "fixed", ssl("nuclr", ours_config, 0), False, "untrained encoder"),
+        MethodSpec(
+            "ours, shipped default model", "fixed", lambda seed: PretrainedModel("default", seed, threads), False,
+            "2,000 steps on other simulated animals (varied + easy presets); never saw the benchmark's animals",
+        ),
     ]
     from .methods.neurpir import NeurPIRConfig
 
@@ -766,28 +805,12 @@ def _fmt(mean: float, std: float) -> str:
     return f"{mean:.3f} ± {std:.3f}"
 
 
-def _markdown(result: dict) -> str:
-    s = result["settings"]
-    lines = [
-        "# Benchmark results",
-        "",
-        f"Command: `{result['command']}`  ",
-        f"Wall time: {result['elapsed_s'] / 60:.1f} min on {result['machine']['cpu_count']} CPU cores "
-        f"({result['machine']['platform']}), torch {result['machine']['torch']}, {result['date']}.",
-        "",
-        f"Data: simulator presets {', '.join(s['presets'])}; {s['num_animals']} animals × {s['num_neurons']} neurons × "
-        f"{s['duration_s']:g} s per preset; seeds {', '.join(map(str, s['seeds']))} (test animal rotates with the seed). "
-        f"Self-supervised training: {s['ssl_steps']} steps (+{s['transductive_steps']} on all animals for the "
-        f"transductive protocols), batch {s['batch_size']} × ≤{s['max_units']} units.",
-        "",
-        "Cells: macro-F1, mean ± std over seeds, linear probe (StandardScaler + balanced logistic regression). "
-        "TD = transductive, TZS = transductive zero-shot, IZS = inductive zero-shot (held-out animal never seen). "
-        "C=1 is the paper's probe; 'C tuned' chooses C on the validation animal. Chance macro-F1 ≈ 1 / classes.",
-        "",
-    ]
+def _preset_tables(result: dict, presets: Sequence[str]) -> list[str]:
+    """The markdown tables (one per preset and task) of a run."""
+    lines: list[str] = []
     summary = result["summary"]
     methods = result["methods"]
-    for preset in s["presets"]:
+    for preset in presets:
         for task in TASKS:
             lines += [f"## {preset} — {task.replace('_', ' ')}", "",
                       "| method | TD | TZS | IZS | IZS, C tuned | IZS balanced acc. |",
@@ -808,6 +831,12 @@ def _markdown(result: dict) -> str:
                     f"{get('inductive_zero_shot', 'C=1', 'balanced_accuracy')} |"
                 )
             lines.append("")
+    return lines
+
+
+def _verdict_lines(result: dict) -> list[str]:
+    """The computed answer to "does ours beat every baseline on hard?", as markdown lines."""
+    lines: list[str] = []
     if result.get("verdict"):
         lines += ["## Does ours beat every baseline on `hard` (inductive zero-shot, macro-F1, C=1)?", ""]
         for task, v in result["verdict"].items():
@@ -819,11 +848,35 @@ def _markdown(result: dict) -> str:
                 others = ", ".join(f"{b['method']} {b['macro_f1']:.3f}" for b in v["baselines_at_or_above"])
                 lines.append(f"- {task}: **no** — ours {v['ours']:.3f}; at or above it: {others}.")
         lines.append("")
+    return lines
+
+
+def _markdown(result: dict) -> str:
+    s = result["settings"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Command: `{result['command']}`  ",
+        f"Wall time: {result['elapsed_s'] / 60:.1f} min on {result['machine']['cpu_count']} CPU cores "
+        f"({result['machine']['platform']}), torch {result['machine']['torch']}, {result['date']}.",
+        "",
+        f"Data: simulator presets {', '.join(s['presets'])}; {s['num_animals']} animals × {s['num_neurons']} neurons × "
+        f"{s['duration_s']:g} s per preset; seeds {', '.join(map(str, s['seeds']))} (test animal rotates with the seed). "
+        f"Self-supervised training: {s['ssl_steps']} steps (+{s['transductive_steps']} on all animals for the "
+        f"transductive protocols), batch {s['batch_size']} × ≤{s['max_units']} units.",
+        "",
+        "Cells: macro-F1, mean ± std over seeds, linear probe (StandardScaler + balanced logistic regression). "
+        "TD = transductive, TZS = transductive zero-shot, IZS = inductive zero-shot (held-out animal never seen). "
+        "C=1 is the paper's probe; 'C tuned' chooses C on the validation animal. Chance macro-F1 ≈ 1 / classes.",
+        "",
+    ]
+    lines += _preset_tables(result, s["presets"])
+    lines += _verdict_lines(result)
     speed = result["speed_summary"]
     lines += ["## Speed and memory (same run)", "",
               "| method | fit time per fit (s) | embed time per preset (s) | peak memory (MiB above baseline) |",
               "|---|---|---|---|"]
-    for m in methods:
+    for m in result["methods"]:
         if m["name"] in speed:
             sp = speed[m["name"]]
             lines.append(f"| {m['name']} | {sp['fit_s_mean']:.1f} | {sp['embed_s_mean']:.1f} | {sp['peak_mib_max']:.0f} |")
@@ -971,7 +1024,7 @@ def run_benchmark(
                 if bar is not None:
                     bar.update(1)
             ours = next((sp for sp in preset_specs if sp.name == OURS), None)
-            if ours is not None and settings.scaling_animals:
+            if ours is not None and settings.scaling_animals and preset in settings.scaling_presets:
                 scaling += run.scaling(data, ours)
     finally:
         torch.set_num_threads(old_threads)
@@ -1023,6 +1076,17 @@ def run_benchmark(
     if failed:
         raise RuntimeError(f"protocol checks failed: {failed}; see {out / 'results.json'} (ledger)")
     return result
+
+
+def readme_excerpt(result: dict, presets: Sequence[str] = ("hard",)) -> str:
+    """The part of a run's ``results.md`` the README quotes: the given presets' tables and the verdict."""
+    lines = [f"Command: `{result['command']}` ({result['elapsed_s'] / 60:.0f} min on "
+             f"{result['machine']['cpu_count']} CPU cores, {result['date']}); macro-F1, mean ± std over seeds "
+             f"{', '.join(map(str, result['settings']['seeds']))}.", ""]
+    lines += _preset_tables(result, [p for p in presets if p in result["settings"]["presets"]])
+    lines += _verdict_lines(result)
+    lines = ["#### " + line[3:] if line.startswith("## ") else line for line in lines]  # README sub-headings
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def settings_from_args(quick: bool, **overrides: Any) -> BenchmarkSettings:

@@ -36,6 +36,7 @@ TINY = replace(
     seeds=(0, 1),
     label_fractions=(0.5, 1.0),
     scaling_animals=(1,),
+    scaling_presets=("easy",),
 )
 
 
