@@ -1,6 +1,6 @@
 """The committed benchmark run: NuCLR's three protocols, our models against the baselines.
 
-    python benchmarks/run_benchmark.py            # full run (FULL settings, about an hour on 2 cores)
+    python benchmarks/run_benchmark.py            # full run (FULL settings, about 45 min on 2 cores)
     python benchmarks/run_benchmark.py --quick    # the CI smoke run (QUICK settings, a few minutes)
     python benchmarks/run_benchmark.py --readme-only  # re-quote the committed full run in README.md
 

@@ -48,6 +48,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .data import SpikeTrainSet
+from .evaluation import linear_probe
 
 __all__ = [
     "BenchmarkSettings",
@@ -148,7 +149,7 @@ class BenchmarkSettings:
             raise ValueError(f"scaling_animals must lie in [1, num_animals - 1 = {self.num_animals - 1}]")
 
 
-#: The committed full run: about 45-60 min on 2 CPU cores.
+#: The committed full run: 44 min on 2 CPU cores (benchmarks/results/benchmark/results.json).
 FULL = BenchmarkSettings(baseline_steps=dict(lolcat=200, nemo=200, neuprint=300))
 
 #: Smoke test of the protocol wiring (CI): every method and protocol on tiny data, a few minutes on 2 cores.
@@ -321,7 +322,7 @@ class MethodSpec:
 
 
 def method_specs(settings: BenchmarkSettings) -> list[MethodSpec]:
-    """The methods of a run, in table order (baselines whose module is missing are left out)."""
+    """The methods of a run, in table order."""
     from .methods.nuclr import NuCLRConfig
 
     s = settings
@@ -371,20 +372,19 @@ def method_specs(settings: BenchmarkSettings) -> list[MethodSpec]:
             lambda seed: ConcatenatedFeatures([SingleUnitFeatures(0.001), PopulationCouplingFeatures()]), False, "",
         ),
     ]
-    for module_name, class_name, kind, description in (
-        ("lolcat", "LOLCAT", "supervised", "ISI-histogram snippet sets + attention pooling, supervised"),
-        ("nemo", "NEMO", "ssl", "CLIP between log 3-D ACG and peak-channel template"),
-        ("neuprint", "NeuPRINT", "ssl", "per-unit vector + causal transformer, test-time optimisation"),
+    from .baselines.lolcat import LOLCAT
+    from .baselines.nemo import NEMO
+    from .baselines.neuprint import NeuPRINT
+
+    for key, cls, kind, description in (
+        ("lolcat", LOLCAT, "supervised", "ISI-histogram snippet sets + attention pooling, supervised"),
+        ("nemo", NEMO, "ssl", "CLIP between log 3-D ACG and peak-channel template"),
+        ("neuprint", NeuPRINT, "ssl", "per-unit vector + causal transformer, test-time optimisation"),
     ):
-        try:
-            module = __import__(f"spikeinterface_neuronid.baselines.{module_name}", fromlist=[class_name])
-            cls = getattr(module, class_name)
-        except (ImportError, AttributeError):
-            continue
-        overrides = {"steps": s.baseline_steps[module_name]} if module_name in s.baseline_steps else {}
+        overrides = {"steps": s.baseline_steps[key]} if key in s.baseline_steps else {}
         specs.append(
             MethodSpec(
-                class_name, kind,
+                cls.__name__, kind,
                 (lambda c, o: lambda seed: c(seed=seed, num_threads=threads, **o))(cls, overrides),
                 False, description,
             )
@@ -450,29 +450,6 @@ class _PeakMemory:
         return False
 
 
-def _probe_fit_predict(train_x, train_y, test_x, C: float):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from threadpoolctl import threadpool_limits
-
-    probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, class_weight="balanced", max_iter=2000))
-    # small problems: BLAS threads only add overhead (2-3x slower on 2 cores)
-    with threadpool_limits(1):
-        probe.fit(train_x, train_y)
-        return probe.predict(test_x)
-
-
-def _scores(true, pred) -> dict:
-    from sklearn.metrics import balanced_accuracy_score, f1_score
-
-    present = sorted(set(true))
-    return dict(
-        macro_f1=float(f1_score(true, pred, labels=present, average="macro", zero_division=0)),
-        balanced_accuracy=float(balanced_accuracy_score(true, pred)),
-    )
-
-
 def _finite_rows(x: np.ndarray) -> np.ndarray:
     return np.all(np.isfinite(x), axis=1)
 
@@ -484,17 +461,18 @@ def _evaluate_split(x, y, train, val, test, c_grid) -> dict:
     fit_idx = np.concatenate([train, val])
     if len(np.unique(y[fit_idx])) < 2 or len(test) == 0:
         raise ValueError("the probe needs units of at least two classes to train on and test units to score")
-    out = {}
-    pred = _probe_fit_predict(x[fit_idx], y[fit_idx], x[test], 1.0)
-    out["C=1"] = dict(_scores(y[test], pred), C=1.0, predictions=pred)
+    def probe(fit, score, C):
+        r = linear_probe(x[fit], y[fit], x[score], y[score], C=C)
+        return dict(macro_f1=r.macro_f1, balanced_accuracy=r.balanced_accuracy, C=float(C), predictions=r.predictions)
+
+    out = {"C=1": probe(fit_idx, test, 1.0)}
     best_c, best = 1.0, -1.0
     if len(np.unique(y[train])) >= 2 and len(val):
         for c in c_grid:
-            f1 = _scores(y[val], _probe_fit_predict(x[train], y[train], x[val], c))["macro_f1"]
+            f1 = probe(train, val, c)["macro_f1"]
             if f1 > best + 1e-12:
                 best_c, best = float(c), f1
-    pred = pred if best_c == 1.0 else _probe_fit_predict(x[fit_idx], y[fit_idx], x[test], best_c)
-    out["C tuned"] = dict(_scores(y[test], pred), C=best_c, predictions=pred)
+    out["C tuned"] = out["C=1"] if best_c == 1.0 else probe(fit_idx, test, best_c)
     out["test_index"] = test
     out["probe_train_index"] = fit_idx
     return out
@@ -542,7 +520,7 @@ class _Dataset:
     """One preset's simulated animals as model input, with labels and (if available) waveform templates."""
 
     def __init__(self, preset: str, settings: BenchmarkSettings, progress_bar: bool):
-        from .simulate import simulate_dataset
+        from .simulate import simulate_dataset, simulate_templates
 
         sessions = simulate_dataset(
             preset,
@@ -557,22 +535,15 @@ class _Dataset:
         self.populations = [s.to_spike_train_set() for s in sessions]
         self.labels = {task: [np.asarray(getattr(s, task)).astype(str) for s in sessions] for task in TASKS}
         self.animal_of_unit = np.concatenate([np.full(s.num_units, a) for a, s in enumerate(sessions)])
-        self.templates = None
-        try:
-            from .simulate import simulate_templates
-        except ImportError:
-            simulate_templates = None
-        if simulate_templates is not None:
-            self.templates = [simulate_templates(s, seed=settings.simulation_seed) for s in sessions]
+        self.templates = [simulate_templates(s, seed=settings.simulation_seed) for s in sessions]
 
     def y(self, task: str) -> np.ndarray:
         return np.concatenate(self.labels[task])
 
 
 class _Run:
-    def __init__(self, settings: BenchmarkSettings, progress_bar: bool, log: Callable[[str], None]):
+    def __init__(self, settings: BenchmarkSettings, log: Callable[[str], None]):
         self.settings = settings
-        self.progress_bar = progress_bar
         self.log = log
         self.ledger: list[dict] = []
         self.probes: list[dict] = []
@@ -725,9 +696,10 @@ class _Run:
                 chosen = np.sort(np.concatenate(chosen))
                 ok_train = chosen[_finite_rows(x[chosen])]
                 ok_test = test[_finite_rows(x[test])]
-                pred = _probe_fit_predict(x[ok_train], y[ok_train], x[ok_test], 1.0)
+                r = linear_probe(x[ok_train], y[ok_train], x[ok_test], y[ok_test])
                 rows.append(dict(preset=data.preset, task=task, seed=seed, fraction=float(fraction),
-                                 num_labelled_units=int(len(ok_train)), **_scores(y[ok_test], pred)))
+                                 num_labelled_units=int(len(ok_train)), macro_f1=r.macro_f1,
+                                 balanced_accuracy=r.balanced_accuracy))
         return rows
 
     def scaling(self, data: _Dataset, spec: MethodSpec) -> list[dict]:
@@ -996,10 +968,9 @@ def run_benchmark(
     log = log or (lambda _msg: None)
     t_start = time.perf_counter()
     specs = method_specs(settings)
-    run = _Run(settings, progress_bar, log)
+    run = _Run(settings, log)
     label_eff: list[dict] = []
     scaling: list[dict] = []
-    skipped: dict[str, str] = {}
     bar = None
     if progress_bar:
         from tqdm.auto import tqdm
@@ -1013,17 +984,13 @@ def run_benchmark(
             data = _Dataset(preset, settings, progress_bar=False)
             log(f"{preset}: simulated {len(data.sessions)} animals, {len(data.animal_of_unit)} units "
                 f"in {time.perf_counter() - t0:.1f} s")
-            preset_specs = [sp for sp in specs if not (sp.build(0).needs_templates and data.templates is None)]
-            for sp in specs:
-                if sp not in preset_specs:
-                    skipped[sp.name] = "needs waveform templates, which this simulator version does not provide"
             for k, seed in enumerate(settings.seeds):
-                kept = run.run_seed(data, k, seed, preset_specs)
+                kept = run.run_seed(data, k, seed, specs)
                 if "inductive" in kept:
                     label_eff += run.label_efficiency(data, kept["inductive"][1], k, seed)
                 if bar is not None:
                     bar.update(1)
-            ours = next((sp for sp in preset_specs if sp.name == OURS), None)
+            ours = next((sp for sp in specs if sp.name == OURS), None)
             if ours is not None and settings.scaling_animals and preset in settings.scaling_presets:
                 scaling += run.scaling(data, ours)
     finally:
@@ -1053,7 +1020,6 @@ def run_benchmark(
                      torch=torch.__version__, numpy=np.__version__, sklearn=sklearn.__version__),
         settings=asdict(settings),
         methods=[dict(name=sp.name, kind=sp.kind, description=sp.description) for sp in specs],
-        skipped_methods=skipped,
         summary=summary,
         verdict=_verdict(summary) if "hard" in settings.presets else {},
         label_efficiency=label_eff,

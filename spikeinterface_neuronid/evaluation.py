@@ -81,8 +81,12 @@ def linear_probe(
     probe = make_pipeline(
         StandardScaler(), LogisticRegression(C=C, class_weight="balanced", max_iter=max_iter)
     )
-    probe.fit(train_x, train_y)
-    pred = probe.predict(test_x)
+    from threadpoolctl import threadpool_limits
+
+    # probes are small: BLAS threads only add overhead (2-3x slower on 2 cores)
+    with threadpool_limits(1):
+        probe.fit(train_x, train_y)
+        pred = probe.predict(test_x)
     classes = sorted(set(train_y) | set(test_y))
     precision, recall, f1, support = precision_recall_fscore_support(
         test_y, pred, labels=classes, zero_division=0

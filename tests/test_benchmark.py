@@ -111,7 +111,7 @@ class _SpySupervised(_SpySSL):
 
 def test_fits_never_see_held_out_animals_or_test_labels(tiny_data):
     _SpySSL.calls, _SpySupervised.calls = [], []
-    run = _Run(TINY, progress_bar=False, log=lambda _m: None)
+    run = _Run(TINY, log=lambda _m: None)
     specs = [
         MethodSpec("spy ssl", "ssl", _SpySSL, False),
         MethodSpec("spy supervised", "supervised", _SpySupervised, False),

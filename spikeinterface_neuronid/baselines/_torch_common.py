@@ -87,16 +87,11 @@ def torch_scope(seed: int, num_threads: int | None) -> Iterator[torch.Generator]
     afterwards, so the caller's random streams are not disturbed. Yields a ``torch.Generator`` seeded with
     ``seed + 1`` for explicit sampling.
     """
-    previous_threads = torch.get_num_threads()
-    with torch.random.fork_rng(devices=[]):
+    from ..inference import torch_threads
+
+    with torch.random.fork_rng(devices=[]), torch_threads(num_threads):
         torch.manual_seed(seed)
-        if num_threads is not None:
-            torch.set_num_threads(int(num_threads))
-        try:
-            generator = torch.Generator().manual_seed(seed + 1)
-            yield generator
-        finally:
-            torch.set_num_threads(previous_threads)
+        yield torch.Generator().manual_seed(seed + 1)
 
 
 def progress(total: int, enabled: bool, desc: str):

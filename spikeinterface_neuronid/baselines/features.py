@@ -44,17 +44,12 @@ def _to_sorting(pop: SpikeTrainSet, resolution_s: float):
 
     fs = _SAMPLING_FREQUENCY
     step = max(1, int(round(resolution_s * fs)))
-    num_samples = int(np.ceil(pop.duration * fs))
-    samples, labels = [], []
-    for i, times in enumerate(pop.spike_times):
-        s = (np.floor(np.asarray(times) * fs / step) * step).astype(np.int64)
-        samples.append(np.minimum(s, num_samples - 1))
-        labels.append(np.full(s.size, i, dtype=np.int64))
-    samples_all = np.concatenate(samples) if samples else np.zeros(0, dtype=np.int64)
-    labels_all = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
-    order = np.argsort(samples_all, kind="stable")
-    unit_ids = np.arange(len(pop.spike_times))
-    return NumpySorting.from_samples_and_labels([samples_all[order]], [labels_all[order]], fs, unit_ids=unit_ids)
+    last = int(np.ceil(pop.duration * fs)) - 1
+    trains = {
+        i: np.minimum((np.floor(np.asarray(times) * fs / step) * step).astype(np.int64), last)
+        for i, times in enumerate(pop.spike_times)
+    }
+    return NumpySorting.from_unit_dict([trains], fs)
 
 
 class SingleUnitFeatures:

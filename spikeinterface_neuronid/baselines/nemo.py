@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import SpikeTrainSet
+from ..inference import torch_threads
 
 __all__ = ["NEMO", "acg_lag_edges", "acg_3d", "log_acg_3d", "normalise_templates", "population_log_acgs"]
 
@@ -540,7 +541,7 @@ class NEMO:
         batch = min(int(self.batch_size), len(wave))
         wave_t, acg_t = torch.from_numpy(wave), torch.from_numpy(acg)
         losses: list[float] = []
-        with _torch_threads(self.num_threads), torch.random.fork_rng(devices=[]):
+        with torch_threads(self.num_threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(rng.integers(2**62)))
             model = _NEMONet(num_samples, self.num_quantiles, self.num_lags, self.temperature, self.learn_temperature)
             opt = torch.optim.Adam(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
@@ -611,7 +612,7 @@ class NEMO:
             raise ValueError("this NEMO instance is not fitted yet: call fit(populations, templates=...) first")
         inputs = self._inputs(populations, templates, self.num_samples_, "NEMO: 3-D ACGs")
         out = []
-        with _torch_threads(self.num_threads), torch.no_grad():
+        with torch_threads(self.num_threads), torch.no_grad():
             self.model_.eval()
             for wave, acg, ok in inputs:
                 z = np.full((len(wave), 500), np.nan, dtype=np.float32)
@@ -627,25 +628,6 @@ class NEMO:
     def fit_transform(self, populations: Sequence[SpikeTrainSet], labels=None, templates=None) -> list[np.ndarray]:
         """``fit`` then ``transform`` on the same populations."""
         return self.fit(populations, labels, templates).transform(populations, templates)
-
-
-class _torch_threads:
-    """Context manager: set torch's intra-op threads, restore them on exit (None: leave unchanged)."""
-
-    def __init__(self, num_threads: int | None):
-        self.num_threads = num_threads
-        self.previous: int | None = None
-
-    def __enter__(self):
-        if self.num_threads is not None:
-            self.previous = torch.get_num_threads()
-            torch.set_num_threads(int(self.num_threads))
-        return self
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            torch.set_num_threads(self.previous)
-        return False
 
 
 def _bar(enabled: bool, total: int, desc: str):
