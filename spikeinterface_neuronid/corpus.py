@@ -12,7 +12,12 @@ import numpy as np
 
 from .data import SpikeTrainSet
 
-__all__ = ["sorting_to_spike_train_sets", "analyzer_to_spike_train_sets", "spike_train_corpus"]
+__all__ = [
+    "sorting_to_spike_train_sets",
+    "analyzer_to_spike_train_sets",
+    "spike_train_corpus",
+    "peak_channel_waveforms",
+]
 
 
 def sorting_to_spike_train_sets(
@@ -20,6 +25,7 @@ def sorting_to_spike_train_sets(
     num_samples_per_segment: Sequence[int],
     covariates: Sequence[np.ndarray] | None = None,
     covariate_rate_hz: float | None = None,
+    waveforms: dict | None = None,
 ) -> list[SpikeTrainSet]:
     """One :class:`SpikeTrainSet` per segment of a SpikeInterface sorting.
 
@@ -34,6 +40,10 @@ def sorting_to_spike_train_sets(
         ``[i, i + 1) / covariate_rate_hz`` s from the segment start (see :class:`SpikeTrainSet`). None: none.
     covariate_rate_hz : float | None, default: None
         Sampling rate of ``covariates`` in Hz (required with them).
+    waveforms : dict | None, default: None
+        Keyword arguments ``waveforms`` (``(num_units, num_samples)`` peak-channel templates in
+        ``sorting.unit_ids`` order), ``waveform_sampling_frequency`` and ``waveform_nbefore`` of
+        :class:`SpikeTrainSet`, attached to every segment (:func:`peak_channel_waveforms`). None: none.
 
     Returns
     -------
@@ -59,8 +69,37 @@ def sorting_to_spike_train_sets(
             if covariates is None
             else dict(covariates=covariates[segment_index], covariate_rate_hz=covariate_rate_hz)
         )
-        segments.append(SpikeTrainSet(trains, duration=num_samples / fs, unit_ids=unit_ids, **(cov or {})))
+        segments.append(
+            SpikeTrainSet(trains, duration=num_samples / fs, unit_ids=unit_ids, **(cov or {}), **(waveforms or {}))
+        )
     return segments
+
+
+def peak_channel_waveforms(sorting_analyzer) -> dict | None:
+    """Each unit's mean waveform on its peak channel, from the analyzer's ``templates`` extension.
+
+    Returns
+    -------
+    dict | None
+        ``waveforms`` (float64, ``(num_units, num_samples)``, rows in ``unit_ids`` order; the channel of
+        largest absolute amplitude), ``waveform_sampling_frequency`` and ``waveform_nbefore``, as keyword
+        arguments of :class:`SpikeTrainSet`; None when the analyzer has no computed ``templates``.
+    """
+    if not sorting_analyzer.has_extension("templates"):
+        return None
+    ext = sorting_analyzer.get_extension("templates")
+    if ext is None or not ext.data:
+        return None
+    templates = np.asarray(ext.get_data(operator="average"), dtype=np.float64)  # (units, samples, channels)
+    if templates.ndim != 3 or templates.shape[0] != sorting_analyzer.get_num_units():
+        return None
+    peak = np.argmax(np.abs(templates).max(axis=1), axis=1)
+    waveforms = templates[np.arange(templates.shape[0]), :, peak]
+    return dict(
+        waveforms=waveforms,
+        waveform_sampling_frequency=float(sorting_analyzer.sampling_frequency),
+        waveform_nbefore=int(ext.nbefore),
+    )
 
 
 def analyzer_to_spike_train_sets(
@@ -68,10 +107,14 @@ def analyzer_to_spike_train_sets(
 ) -> list[SpikeTrainSet]:
     """One :class:`SpikeTrainSet` per segment of a ``SortingAnalyzer`` (works without its recording).
 
-    ``covariates`` / ``covariate_rate_hz``: see :func:`sorting_to_spike_train_sets`.
+    ``covariates`` / ``covariate_rate_hz``: see :func:`sorting_to_spike_train_sets`. When the analyzer has a
+    computed ``templates`` extension, each unit's peak-channel waveform is attached
+    (:func:`peak_channel_waveforms`), which models with a waveform channel use.
     """
     num_samples = [sorting_analyzer.get_num_samples(i) for i in range(sorting_analyzer.get_num_segments())]
-    return sorting_to_spike_train_sets(sorting_analyzer.sorting, num_samples, covariates, covariate_rate_hz)
+    return sorting_to_spike_train_sets(
+        sorting_analyzer.sorting, num_samples, covariates, covariate_rate_hz, peak_channel_waveforms(sorting_analyzer)
+    )
 
 
 def _segments_of(source) -> list[SpikeTrainSet]:

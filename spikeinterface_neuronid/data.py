@@ -18,6 +18,8 @@ __all__ = [
     "ViewPair",
     "inference_window_starts",
     "sample_view_pair",
+    "waveform_input",
+    "WAVEFORM_GRID_MS",
 ]
 
 
@@ -69,13 +71,22 @@ class SpikeTrainSet:
         as given and binned per window (:meth:`bin_covariates`). Default: none.
     covariate_rate_hz : float, optional
         Sampling rate of ``covariates`` in Hz; required with ``covariates``.
+    waveforms : np.ndarray, optional
+        Peak-channel mean waveform of each unit (e.g. from SpikeInterface's ``templates`` extension), shape
+        ``(num_units, num_samples)``, the spike time at sample ``waveform_nbefore``; a row of NaN marks a unit
+        without one. Models with a waveform channel use them (:func:`waveform_input`). Default: none.
+    waveform_sampling_frequency : float, default: 30000.0
+        Sampling frequency of ``waveforms`` in Hz.
+    waveform_nbefore : int, optional
+        Sample of the spike time in ``waveforms``; default: 1 ms worth of samples (SpikeInterface's default
+        ``ms_before``).
 
     Raises
     ------
     ValueError
         If there are no units, the duration is not a positive finite number, a unit has
-        non-finite, unsorted or out-of-range spike times, or the covariates are not a finite 2-D array
-        with a positive rate covering the duration.
+        non-finite, unsorted or out-of-range spike times, the covariates are not a finite 2-D array
+        with a positive rate covering the duration, or the waveforms are not one row per unit.
     """
 
     def __init__(
@@ -85,6 +96,9 @@ class SpikeTrainSet:
         unit_ids: Sequence | None = None,
         covariates: np.ndarray | None = None,
         covariate_rate_hz: float | None = None,
+        waveforms: np.ndarray | None = None,
+        waveform_sampling_frequency: float = 30000.0,
+        waveform_nbefore: int | None = None,
     ):
         duration = float(duration)
         if not np.isfinite(duration) or duration <= 0:
@@ -115,6 +129,22 @@ class SpikeTrainSet:
         self.covariate_rate_hz: float | None = None
         if covariates is not None or covariate_rate_hz is not None:
             self.covariates, self.covariate_rate_hz = _check_covariates(covariates, covariate_rate_hz, duration)
+        self.waveforms: np.ndarray | None = None
+        self.waveform_sampling_frequency = float(waveform_sampling_frequency)
+        self.waveform_nbefore: int | None = None
+        if waveforms is not None:
+            waveforms = np.asarray(waveforms, dtype=np.float64)
+            if waveforms.ndim != 2 or waveforms.shape[0] != len(trains) or waveforms.shape[1] < 2:
+                raise ValueError(
+                    f"waveforms must have shape (num_units={len(trains)}, num_samples >= 2), got {waveforms.shape}"
+                )
+            fs = self.waveform_sampling_frequency
+            if not (np.isfinite(fs) and fs > 0):
+                raise ValueError(f"waveform_sampling_frequency must be a positive number of Hz, got {fs!r}")
+            nbefore = int(round(fs / 1000.0)) if waveform_nbefore is None else int(waveform_nbefore)
+            if not 0 <= nbefore < waveforms.shape[1]:
+                raise ValueError(f"waveform_nbefore must index a sample of the waveforms, got {nbefore}")
+            self.waveforms, self.waveform_nbefore = waveforms, nbefore
 
     @property
     def num_covariates(self) -> int:
@@ -170,20 +200,26 @@ class SpikeTrainSet:
         -------
         np.ndarray
             float32 array of shape ``(len(unit_indices), num_bins)``; bin ``k`` counts spikes with
-            ``floor((t - start_s) / bin_s) == k``.
+            ``floor((t - start_s) / bin_s) == k``, where a spike on a bin edge (up to float rounding, 1e-9 of
+            a bin) counts in the later bin.
         """
         if unit_indices is None:
             unit_indices = np.arange(self.num_units)
         stop_s = start_s + num_bins * bin_s
-        out = np.zeros((len(unit_indices), num_bins), dtype=np.float32)
+        pieces, rows = [], []
         for row, unit in enumerate(unit_indices):
             times = self.spike_times[unit]
             lo, hi = np.searchsorted(times, (start_s, stop_s), side="left")
             if hi > lo:
-                idx = np.floor((times[lo:hi] - start_s) / bin_s).astype(np.int64)
-                np.clip(idx, 0, num_bins - 1, out=idx)
-                out[row] = np.bincount(idx, minlength=num_bins)
-        return out
+                pieces.append(times[lo:hi])
+                rows.append(np.full(hi - lo, row, dtype=np.int64))
+        if not pieces:
+            return np.zeros((len(unit_indices), num_bins), dtype=np.float32)
+        idx = np.floor((np.concatenate(pieces) - start_s) / bin_s + 1e-9).astype(np.int64)
+        np.clip(idx, 0, num_bins - 1, out=idx)
+        flat = np.concatenate(rows) * num_bins + idx
+        counts = np.bincount(flat, minlength=len(unit_indices) * num_bins)
+        return counts.reshape(len(unit_indices), num_bins).astype(np.float32)
 
     def active_units(self, start_s: float, stop_s: float) -> np.ndarray:
         """Indices of the units with at least one spike in ``[start_s, stop_s)``."""
@@ -193,6 +229,41 @@ class SpikeTrainSet:
             if np.searchsorted(times, start_s, "left") < np.searchsorted(times, stop_s, "left")
         ]
         return np.asarray(active, dtype=np.int64)
+
+
+#: Time grid (ms from the spike) onto which a model's waveform channel resamples each unit's waveform.
+WAVEFORM_GRID_MS = np.linspace(-1.0, 2.0, 46)
+
+
+def waveform_input(trains: SpikeTrainSet, units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Waveforms of ``units`` resampled to :data:`WAVEFORM_GRID_MS` and scaled to a trough of -1.
+
+    Returns
+    -------
+    waveforms : np.ndarray
+        float32 ``(len(units), len(WAVEFORM_GRID_MS))``; zeros where missing.
+    present : np.ndarray
+        bool ``(len(units),)``: the unit has a finite, non-flat waveform.
+    """
+    units = np.asarray(units, dtype=np.int64)
+    out = np.zeros((len(units), WAVEFORM_GRID_MS.size), dtype=np.float32)
+    present = np.zeros(len(units), dtype=bool)
+    if trains.waveforms is None:
+        return out, present
+    w = trains.waveforms[units]
+    t_ms = (np.arange(w.shape[1]) - trains.waveform_nbefore) * 1000.0 / trains.waveform_sampling_frequency
+    for row, wave in enumerate(w):
+        if not np.all(np.isfinite(wave)):
+            continue
+        wave = wave - np.median(wave[: max(1, trains.waveform_nbefore // 2)])
+        scale = np.max(np.abs(wave))
+        if scale <= 0:
+            continue
+        if np.max(wave) > -np.min(wave):  # positive-going spikes: flip so that the main deflection is a trough
+            wave = -wave
+        out[row] = np.interp(WAVEFORM_GRID_MS, t_ms, wave / scale, left=0.0, right=0.0)
+        present[row] = True
+    return out, present
 
 
 def _check_covariates(covariates, rate, duration: float) -> tuple[np.ndarray, float]:
@@ -232,7 +303,11 @@ class ViewPair:
     ``counts1`` has shape ``(len(units1), window_bins)``; ``units1`` indexes the units of the
     source :class:`SpikeTrainSet` (same for view 2). A unit present in both views is a positive pair.
     ``covariates1`` / ``covariates2`` are the source's covariates binned over each view's window,
-    float32 ``(window_bins, k)``, or None when the source has none.
+    float32 ``(window_bins, k)``, or None when the source has none. Span views
+    (:func:`~spikeinterface_neuronid.span_views.sample_span_pair`) also carry each view's per-unit statistics
+    ``unit_inputs1`` / ``unit_inputs2`` (float32 ``(len(units), F)``) and, for relational models, its pair
+    statistics ``edges1`` / ``edges2`` (float32 ``(len(units), len(units), L)``); their counts hold several
+    windows back to back.
     """
 
     counts1: np.ndarray
@@ -241,6 +316,10 @@ class ViewPair:
     units2: np.ndarray
     covariates1: np.ndarray | None = None
     covariates2: np.ndarray | None = None
+    unit_inputs1: np.ndarray | None = None
+    unit_inputs2: np.ndarray | None = None
+    edges1: np.ndarray | None = None
+    edges2: np.ndarray | None = None
 
 
 def _keep_random_subset(rng: np.random.Generator, units: np.ndarray, min_keep: float, max_units: int) -> np.ndarray:

@@ -1,8 +1,15 @@
 """Embedding a population with a trained model (torch; knows nothing of SpikeInterface).
 
-Each recording segment is tiled with non-overlapping windows. In every window, the units with at
-least one spike form the population context the encoder attends over; a unit's embedding is the mean
-of its per-window vectors over all windows where it was active (NuCLR's inference rule).
+Window-context models (NuCLR as published, NeurPIR): each recording segment is tiled with non-overlapping
+windows. In every window, the units with at least one spike form the population context the encoder attends
+over; a unit's embedding is the mean of its per-window vectors over all windows where it was active
+(NuCLR's inference rule).
+
+Span-context models (the default NuCLR model): each segment is cut into equal spans of at most
+``max_span_s`` (the whole segment when it is shorter); the statistics of each span (fine-timescale and
+relational, :mod:`~spikeinterface_neuronid.spike_stats`) are accumulated over all of its spikes and its
+temporal tokens are all of its 10 s windows; a unit's embedding is the mean over the spans where it fired at
+least ``min_span_spikes`` times.
 """
 
 from __future__ import annotations
@@ -18,7 +25,14 @@ import numpy as np
 from .bundle import ModelBundle
 from .data import SpikeTrainSet, WindowSpec, inference_window_starts
 
-__all__ = ["EmbeddingResult", "embed_populations", "resolve_model", "default_model_path", "window_spec_of"]
+__all__ = [
+    "EmbeddingResult",
+    "embed_populations",
+    "resolve_model",
+    "default_model_path",
+    "window_spec_of",
+    "span_boundaries",
+]
 
 DEFAULT_MODEL_FILE = "neuronid-default.safetensors"
 #: Method name -> file name of its default model in ``spikeinterface_neuronid/default_model``.
@@ -254,6 +268,8 @@ def embed_populations(
             )
 
     encoder = bundle.encoder().to(device)
+    if getattr(bundle.config, "context", "window") == "span":
+        return _embed_spans(encoder, bundle.config, segments, max_units, seed, device, num_threads, progress_bar)
     sums = np.zeros((num_units, bundle.config.dim), dtype=np.float64)
     counts = np.zeros(num_units, dtype=np.int64)
     samples = list(_iter_samples(segments, spec, max_units, seed))
@@ -292,4 +308,99 @@ def embed_populations(
     embedding = np.full(sums.shape, np.nan, dtype=np.float32)
     seen = counts > 0
     embedding[seen] = (sums[seen] / counts[seen, None]).astype(np.float32)
+    return EmbeddingResult(embedding=embedding, num_windows=counts)
+
+
+def span_boundaries(duration: float, config) -> list[tuple[float, float, int]]:
+    """Equal spans of at most ``config.max_span_s`` tiling a segment: ``(start_s, stop_s, num_windows)``.
+
+    Span boundaries lie on the bin grid; each span holds ``num_windows >= 1`` whole windows for the temporal
+    blocks, and its statistics cover the whole span. A segment shorter than one window has no span.
+    """
+    spec = config.window_spec
+    if duration < spec.window_s:
+        return []
+    num = int(np.ceil(duration / config.max_span_s - 1e-9))
+    length = np.floor(duration / num / spec.bin_s + 1e-9) * spec.bin_s
+    windows = max(1, int(np.floor(length / spec.window_s + 1e-9)))
+    return [(i * length, (i + 1) * length, windows) for i in range(num)]
+
+
+class _Subset:
+    """The waveform fields of a SpikeTrainSet restricted to ``units`` (what :func:`span_unit_inputs` reads)."""
+
+    def __init__(self, trains: SpikeTrainSet, units: np.ndarray):
+        self.waveforms = None if trains.waveforms is None else trains.waveforms[units]
+        self.waveform_sampling_frequency = trains.waveform_sampling_frequency
+        self.waveform_nbefore = trains.waveform_nbefore
+
+
+def _embed_spans(encoder, config, segments, max_units, seed, device, num_threads, progress_bar) -> EmbeddingResult:
+    import torch
+
+    from .span_views import span_unit_inputs
+    from .spike_stats import chunk_statistics
+
+    spec = config.window_spec
+    stats_spec = config.stats_spec
+    num_units = segments[0].num_units
+    sums = np.zeros((num_units, config.dim), dtype=np.float64)
+    counts = np.zeros(num_units, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    jobs = []
+    for seg_index, trains in enumerate(segments):
+        for start, stop, windows in span_boundaries(trains.duration, config):
+            spikes = np.array(
+                [np.searchsorted(t, stop, "left") - np.searchsorted(t, start, "left") for t in trains.spike_times]
+            )
+            active = np.flatnonzero(spikes >= config.min_span_spikes)
+            for group in _context_groups(active, max_units, rng):
+                if len(group):
+                    jobs.append((seg_index, start, stop, windows, group))
+    progress = None
+    if progress_bar:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=len(jobs), desc="neuron_embedding", unit="span")
+    with torch_threads(num_threads), torch.inference_mode():
+        for seg_index, start, stop, windows, group in jobs:
+            trains = segments[seg_index]
+            stats = chunk_statistics(
+                trains,
+                stats_spec,
+                relational=config.relational,
+                starts=np.array([start]),
+                stops=np.array([stop]),
+                units=group,
+            )
+            unit_inputs, edges = span_unit_inputs(
+                stats,
+                slice(0, 1),
+                np.arange(len(group)),
+                _Subset(trains, group),
+                config.relational,
+                config.fine_channel,
+                config.waveform_channel,
+            )
+            x = np.concatenate(
+                [trains.bin(start + w * spec.window_s, spec.window_bins, spec.bin_s, group) for w in range(windows)],
+                axis=1,
+            )
+            extra = dict(unit_inputs=torch.from_numpy(unit_inputs)[None].to(device))
+            if edges is not None:
+                extra["edges"] = torch.from_numpy(edges)[None].to(device)
+            mask = torch.ones((1, len(group)), dtype=torch.bool, device=device)
+            out = encoder(torch.from_numpy(x)[None].to(device), mask, **extra)[0]
+            sums[group] += out.detach().to("cpu", torch.float64).numpy()
+            counts[group] += windows
+            if progress is not None:
+                progress.update(1)
+    if progress is not None:
+        progress.close()
+    embedding = np.full(sums.shape, np.nan, dtype=np.float32)
+    seen = counts > 0
+    spans_seen = np.zeros(num_units, dtype=np.float64)
+    for seg_index, start, stop, windows, group in jobs:
+        spans_seen[group] += 1
+    embedding[seen] = (sums[seen] / spans_seen[seen, None]).astype(np.float32)
     return EmbeddingResult(embedding=embedding, num_windows=counts)

@@ -325,7 +325,7 @@ class SimulatedSession:
         return sorting
 
 
-    def to_spike_train_set(self, covariates: bool = True) -> "SpikeTrainSet":
+    def to_spike_train_set(self, covariates: bool = True, waveforms: bool = False) -> "SpikeTrainSet":
         """Convert to a :class:`~spikeinterface_neuronid.data.SpikeTrainSet` for training or embedding.
 
         Parameters
@@ -333,6 +333,9 @@ class SimulatedSession:
         covariates : bool, default: True
             Attach the stimulus (``(n_samples, 2)`` at ``stimulus_rate_hz``) as covariates, the surrounding
             information a NeurPIR model with ``num_covariates=2`` takes.
+        waveforms : bool, default: False
+            Attach each unit's peak-channel mean waveform (:func:`simulate_templates` with its defaults: 90
+            samples at 30 kHz, spike time at sample 30), as a ``templates`` extension would give it.
 
         Returns
         -------
@@ -341,11 +344,12 @@ class SimulatedSession:
         """
         from .data import SpikeTrainSet
 
-        if not covariates:
-            return SpikeTrainSet(self.spike_times, self.duration)
-        return SpikeTrainSet(
-            self.spike_times, self.duration, covariates=self.stimulus, covariate_rate_hz=self.stimulus_rate_hz
-        )
+        extra: dict = {}
+        if covariates:
+            extra.update(covariates=self.stimulus, covariate_rate_hz=self.stimulus_rate_hz)
+        if waveforms:
+            extra.update(waveforms=simulate_templates(self), waveform_sampling_frequency=30000.0, waveform_nbefore=30)
+        return SpikeTrainSet(self.spike_times, self.duration, **extra)
 
 
 def _num_samples(duration: float, sampling_frequency: float) -> int:

@@ -20,11 +20,13 @@ rank's own losses; save the bundle on rank 0 only::
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import os
 import time
-from typing import Any, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -35,7 +37,14 @@ from .data import SpikeTrainSet, ViewPair, sample_view_pair
 from .inference import torch_threads
 from .methods import ViewBatch, get_method
 
-__all__ = ["pretrain", "fine_tune", "fine_tune_transductive", "collate_view_pairs", "draw_view_pairs"]
+__all__ = [
+    "pretrain",
+    "fine_tune",
+    "fine_tune_transductive",
+    "collate_view_pairs",
+    "draw_view_pairs",
+    "SpanSampler",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +84,31 @@ def collate_view_pairs(pairs: Sequence[ViewPair]) -> ViewBatch:
             units[row, : len(u)] = u
         sides += [torch.from_numpy(counts), torch.from_numpy(mask), torch.from_numpy(units)]
     covariates = [_collate_covariates(pairs, attr, bins) for attr in ("covariates1", "covariates2")]
-    return ViewBatch(*sides, *covariates)
+    span = dict(unit_inputs1=None, unit_inputs2=None, edges1=None, edges2=None)
+    for side in ("1", "2"):
+        width = max(len(getattr(p, "units" + side)) for p in pairs)
+        span["unit_inputs" + side] = _collate_rows(pairs, "unit_inputs" + side, width)
+        span["edges" + side] = _collate_rows(pairs, "edges" + side, width, square=True)
+    return ViewBatch(*sides, *covariates, **span)
+
+
+def _collate_rows(pairs: Sequence[ViewPair], attr: str, width: int, square: bool = False) -> torch.Tensor | None:
+    """Zero-padded ``(B, width, F)`` (or ``(B, width, width, L)`` with ``square``) of a per-unit attribute."""
+    values = [getattr(p, attr, None) for p in pairs]
+    if all(v is None for v in values):
+        return None
+    if any(v is None for v in values):
+        raise ValueError(f"some view pairs have {attr} and others do not; draw all pairs the same way")
+    tail = values[0].shape[2:] if square else values[0].shape[1:]
+    shape = (len(pairs), width, width, *tail) if square else (len(pairs), width, *tail)
+    out = np.zeros(shape, dtype=np.float32)
+    for row, v in enumerate(values):
+        n = v.shape[0]
+        if square:
+            out[row, :n, :n] = v
+        else:
+            out[row, :n] = v
+    return torch.from_numpy(out)
 
 
 def _collate_covariates(pairs: Sequence[ViewPair], attr: str, bins: int) -> torch.Tensor | None:
@@ -92,13 +125,79 @@ def _collate_covariates(pairs: Sequence[ViewPair], attr: str, bins: int) -> torc
     return torch.from_numpy(np.stack(values).astype(np.float32, copy=False))
 
 
+class SpanSampler:
+    """Draws span view pairs (:func:`~spikeinterface_neuronid.span_views.sample_span_pair`) from a corpus.
+
+    The chunk statistics of each corpus item are computed the first time the item is drawn and kept (about
+    ``n^2 x 31 x 4`` bytes per chunk of ``n`` units for a relational model: 3 MB for 160 units and 30 s).
+
+    Parameters
+    ----------
+    corpus : sequence of SpikeTrainSet
+        The training populations.
+    config : NuCLRConfig
+        A span-context config.
+    small_view_probability : float, default: 0.1
+        See :class:`~spikeinterface_neuronid.span_views.SpanViewSettings`.
+    """
+
+    def __init__(self, corpus: Sequence[SpikeTrainSet], config, small_view_probability: float = 0.1):
+        from .span_views import SpanViewSettings
+
+        self.corpus = corpus
+        self.config = config
+        self.settings = SpanViewSettings.from_config(config, small_view_probability)
+        self._stats: dict[int, Any] = {}
+
+    def statistics(self, index: int):
+        """The (cached) chunk statistics of corpus item ``index``.
+
+        A recording shorter than two ``chunk_s`` chunks is cut into two halves instead (whole bins, at least
+        one window each), so that short recordings still give two disjoint spans.
+        """
+        from dataclasses import replace
+
+        from .spike_stats import chunk_statistics
+
+        if index not in self._stats:
+            trains = self.corpus[index]
+            spec = self.config.stats_spec
+            window_s = self.config.window_spec.window_s
+            if window_s * 2 <= trains.duration < 2 * spec.chunk_s:
+                half = np.floor(trains.duration / 2 / spec.pair_bin_s + 1e-9) * spec.pair_bin_s
+                spec = replace(spec, chunk_s=float(half))
+            stats = chunk_statistics(trains, spec, relational=self.config.relational)
+            self._stats[index] = stats.to_cumulative()
+        return self._stats[index]
+
+    def __call__(
+        self, rng: np.random.Generator, index: int, spec, min_keep: float = 0.5, max_units: int = 256, **_ignored
+    ) -> ViewPair | None:
+        from .span_views import sample_span_pair
+
+        return sample_span_pair(
+            rng,
+            self.corpus[index],
+            self.statistics(index),
+            spec,
+            self.settings,
+            min_keep=min_keep,
+            max_units=max_units,
+        )
+
+
 def draw_view_pairs(
-    rng: np.random.Generator, corpus: Sequence[SpikeTrainSet], spec, num: int, **view_kwargs: Any
+    rng: np.random.Generator,
+    corpus: Sequence[SpikeTrainSet],
+    spec,
+    num: int,
+    sampler: SpanSampler | None = None,
+    **view_kwargs: Any,
 ) -> list[ViewPair]:
     """Draw ``num`` view pairs from populations chosen uniformly from ``corpus``.
 
-    Draws that :func:`~spikeinterface_neuronid.data.sample_view_pair` rejects (too few shared units) are
-    redrawn.
+    Draws that :func:`~spikeinterface_neuronid.data.sample_view_pair` (or, for span-context models,
+    ``sampler``) rejects (too few shared units) are redrawn.
 
     Raises
     ------
@@ -109,15 +208,26 @@ def draw_view_pairs(
     pairs: list[ViewPair] = []
     failed = too_short = 0
     while len(pairs) < num:
-        trains = corpus[int(rng.integers(len(corpus)))]
-        pair = sample_view_pair(rng, trains, spec, **view_kwargs)
+        index = int(rng.integers(len(corpus)))
+        trains = corpus[index]
+        if sampler is not None:
+            pair = sampler(rng, index, spec, **view_kwargs)
+        else:
+            pair = sample_view_pair(rng, trains, spec, **view_kwargs)
         if pair is not None:
             pairs.append(pair)
             failed = too_short = 0
             continue
         failed += 1
-        too_short += trains.duration < spec.window_s
+        too_short += trains.duration < (2 * spec.window_s if sampler is not None else spec.window_s)
         if failed >= MAX_FAILED_DRAWS:
+            if sampler is not None:
+                raise ValueError(
+                    f"could not draw a training view pair in {failed} tries ({too_short} from recordings shorter "
+                    f"than two {spec.window_s:g} s windows): span-context training needs recordings of at least "
+                    f"{2 * spec.window_s:g} s (two disjoint spans) with at least 2 units spiking "
+                    f"{sampler.config.min_span_spikes}+ times in both spans; give longer or denser recordings"
+                )
             raise ValueError(
                 f"could not draw a training view pair in {failed} tries ({too_short} from recordings shorter "
                 f"than one {spec.window_s:g} s window): the recordings are shorter than one window or too "
@@ -204,7 +314,7 @@ def pretrain(
     warmup_steps: int = 200,
     max_shift_s: float = 30.0,
     min_keep: float = 0.5,
-    max_units: int = 64,
+    max_units: int | None = None,
     grad_clip: float | None = 1.0,
     seed: int = 0,
     init: ModelBundle | None = None,
@@ -214,6 +324,9 @@ def pretrain(
     log_every: int = 10,
     name: str = "neuronid-model",
     provenance: dict | None = None,
+    checkpoint_every: int | None = None,
+    checkpoint_score: Callable[[ModelBundle], float] | None = None,
+    checkpoint_path: str | os.PathLike | None = None,
 ) -> tuple[ModelBundle, dict]:
     """Self-supervised training of an embedding model on a corpus of populations.
 
@@ -242,8 +355,9 @@ def pretrain(
         Largest start offset between the two views of a pair.
     min_keep : float, default: 0.5
         Each view keeps a random ``min_keep``-100 % of its active units (unit dropout).
-    max_units : int, default: 64
-        Cap on units per view.
+    max_units : int | None, default: None
+        Cap on units per view; None: 256 for span-context NuCLR models (so that unit dropout, not the cap,
+        sets the view size of populations of up to a few hundred units), 64 otherwise.
     grad_clip : float | None, default: 1.0
         Gradient-norm clip, applied to encoder and projector separately (as NuCLR); None disables it.
     seed : int, default: 0
@@ -263,6 +377,17 @@ def pretrain(
         Name of the resulting model.
     provenance : dict | None, default: None
         JSON-serialisable description of the data; the training settings are added under ``"training"``.
+    checkpoint_every : int | None, default: None
+        Every this many steps (and after the last one) a checkpoint is taken: the current weights are scored
+        with ``checkpoint_score`` and/or written to ``checkpoint_path``. None: no checkpoints.
+    checkpoint_score : callable | None, default: None
+        ``score(bundle) -> float`` (higher is better), e.g. a linear probe on a validation animal that is not a
+        test animal. With it, the returned model is the best-scoring checkpoint (NuCLR's model selection) and
+        the history gets ``"checkpoints"``: ``[{"step", "score"}, ...]``. It runs in eval mode with torch's
+        RNG state restored afterwards, so it does not change the training stream.
+    checkpoint_path : str | PathLike | None, default: None
+        Write the latest checkpoint there (atomically, safetensors); on rank 0 only. A crashed run can be
+        continued with ``init=ModelBundle.load(path)``.
 
     Returns
     -------
@@ -292,7 +417,7 @@ def pretrain(
     """
     if len(corpus) == 0:
         raise ValueError("the training corpus is empty: give at least one SpikeTrainSet")
-    for label, value in (("steps", steps), ("batch_size", batch_size), ("max_units", max_units)):
+    for label, value in (("steps", steps), ("batch_size", batch_size), ("max_units", max_units or 1)):
         if int(value) < 1:
             raise ValueError(f"{label} must be >= 1, got {value}")
     if warmup_steps < 0:
@@ -312,6 +437,10 @@ def pretrain(
         )
     spec = config.window_spec
     steps, batch_size, warmup = int(steps), int(batch_size), min(int(warmup_steps), int(steps))
+    span_context = getattr(config, "context", "window") == "span"
+    if max_units is None:
+        max_units = 256 if span_context else 64
+    sampler = SpanSampler(corpus, config) if span_context else None
 
     distributed, created_group, rank, world, device = _distributed(device)
     on_cpu = torch.device(device).type == "cpu"
@@ -319,6 +448,8 @@ def pretrain(
     view_kwargs = dict(max_shift_s=max_shift_s, min_keep=min_keep, max_units=int(max_units))
 
     history: dict[str, Any] = dict(loss=[], lr=[], step_time_s=[], num_pairs=[])
+    best = None
+    loader = None
     fork_devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
     t_start = time.perf_counter()
     progress = None
@@ -348,12 +479,24 @@ def pretrain(
                 progress = tqdm(total=steps, desc=f"pretrain {method}", unit="step")
             model.train()
             recent: list[float] = []
+
+            def draw() -> ViewBatch:
+                return collate_view_pairs(
+                    draw_view_pairs(rng, corpus, spec, batch_size, sampler=sampler, **view_kwargs)
+                )
+
+            # the next batch is drawn in a worker thread while this step trains; only that thread uses ``rng``,
+            # in step order, so the stream of batches is the same as without it
+            loader = ThreadPoolExecutor(max_workers=1)
+            pending = loader.submit(draw)
             for step in range(steps):
                 t0 = time.perf_counter()
                 factor = _lr_factor(step, steps, warmup)
                 for group in optimizer.param_groups:
                     group["lr"] = lr * factor
-                batch = collate_view_pairs(draw_view_pairs(rng, corpus, spec, batch_size, **view_kwargs))
+                batch = pending.result()
+                if step + 1 < steps:
+                    pending = loader.submit(draw)
                 num_pairs = _num_matched(batch)
                 loss = model(batch.to(device))
                 value = float(loss.detach())
@@ -378,7 +521,24 @@ def pretrain(
                     logger.debug("step %d/%d loss %.4f lr %.2e", step + 1, steps, mean, lr * factor)
                 if progress is not None:
                     progress.update(1)
+                if checkpoint_every and ((step + 1) % int(checkpoint_every) == 0 or step + 1 == steps):
+                    best = _checkpoint(
+                        step + 1,
+                        method,
+                        config,
+                        encoder,
+                        projector,
+                        name,
+                        checkpoint_score,
+                        checkpoint_path,
+                        rank,
+                        history,
+                        best,
+                        model,
+                    )
     finally:
+        if loader is not None:
+            loader.shutdown(wait=True, cancel_futures=True)
         if progress is not None:
             progress.close()
         if created_group:
@@ -386,6 +546,9 @@ def pretrain(
 
             dist.destroy_process_group()
     history["seconds"] = time.perf_counter() - t_start
+    if best is not None:
+        encoder.load_state_dict(best["encoder"])
+        projector.load_state_dict(best["projector"])
 
     losses = np.asarray(history["loss"])
     tail = max(1, len(losses) // 10)
@@ -405,6 +568,7 @@ def pretrain(
         device=str(device),
         num_sessions=len(corpus),
         init=None if init is None else dict(name=init.name, sha256=init.sha256),
+        selected_checkpoint=None if best is None else dict(step=best["step"], score=best["score"]),
         loss_first=float(losses[:tail].mean()),
         loss_last=float(losses[-tail:].mean()),
         seconds=round(history["seconds"], 2),
@@ -414,6 +578,30 @@ def pretrain(
     info["training"] = training
     bundle = ModelBundle.from_modules(method, config, encoder, projector, name=name, provenance=info)
     return bundle, history
+
+
+def _checkpoint(step, method, config, encoder, projector, name, score_fn, path, rank, history, best, model):
+    """Score and/or save the current weights; returns the best checkpoint so far (or None without scoring)."""
+    snapshot = ModelBundle.from_modules(method, config, encoder, projector, name=name)
+    if path is not None and rank == 0:
+        snapshot.save(path)
+    if score_fn is None:
+        return best
+    was_training = model.training
+    model.eval()
+    with torch.random.fork_rng(devices=[]):
+        score = float(score_fn(snapshot))
+    model.train(was_training)
+    history.setdefault("checkpoints", []).append(dict(step=int(step), score=score))
+    logger.info("checkpoint at step %d: score %.4f", step, score)
+    if best is None or score > best["score"]:
+        best = dict(
+            step=int(step),
+            score=score,
+            encoder=copy.deepcopy(encoder.state_dict()),
+            projector=copy.deepcopy(projector.state_dict()),
+        )
+    return best
 
 
 def _load_init(init: ModelBundle, config, encoder: nn.Module, projector: nn.Module) -> None:

@@ -9,7 +9,9 @@ from safetensors.torch import save_file
 from spikeinterface_neuronid.bundle import METADATA_KEY, ModelBundle, weights_sha256
 from spikeinterface_neuronid.methods.nuclr import NuCLRConfig, build_encoder, build_projector
 
-TINY = NuCLRConfig(dim=16, num_heads=2, temporal_layers=1, spatiotemporal_layers=1, token_bins=5, window_tokens=4)
+TINY = NuCLRConfig.window(
+    dim=16, num_heads=2, temporal_layers=1, spatiotemporal_layers=1, token_bins=5, window_tokens=4
+)
 
 
 @pytest.fixture
@@ -154,7 +156,7 @@ def test_unknown_config_key_and_newer_format(bundle, tmp_path):
 
 def test_constructor_validates(bundle):
     with pytest.raises(ValueError, match="shape"):
-        ModelBundle("nuclr", NuCLRConfig(dim=32, num_heads=2, token_bins=5, window_tokens=4), bundle.state_dict)
+        ModelBundle("nuclr", NuCLRConfig.window(dim=32, num_heads=2, token_bins=5, window_tokens=4), bundle.state_dict)
     with pytest.raises(ValueError, match="JSON"):
         ModelBundle("nuclr", TINY, bundle.state_dict, provenance={"x": object()})
     with pytest.raises(ValueError, match="unknown method"):

@@ -14,7 +14,9 @@ from spikeinterface_neuronid.bundle import METADATA_KEY, ModelBundle, weights_sh
 from spikeinterface_neuronid.heads import _group_split, _sklearn_pipeline, expected_calibration_error, fit_temperature
 from spikeinterface_neuronid.methods.nuclr import NuCLRConfig, build_encoder, build_projector
 
-TINY = NuCLRConfig(dim=16, num_heads=2, temporal_layers=1, spatiotemporal_layers=1, token_bins=5, window_tokens=4)
+TINY = NuCLRConfig.window(
+    dim=16, num_heads=2, temporal_layers=1, spatiotemporal_layers=1, token_bins=5, window_tokens=4
+)
 
 
 def blobs(n=90, dim=16, num_classes=3, separation=1.5, seed=0):

@@ -9,7 +9,9 @@ from spikeinterface_neuronid.methods import ViewBatch, available_methods, get_me
 from spikeinterface_neuronid.methods import nuclr
 from spikeinterface_neuronid.methods.nuclr import NuCLRConfig, build_encoder, build_projector, contrastive_loss
 
-TINY = NuCLRConfig(dim=16, num_heads=2, temporal_layers=1, spatiotemporal_layers=1, token_bins=5, window_tokens=4)
+TINY = NuCLRConfig.window(
+    dim=16, num_heads=2, temporal_layers=1, spatiotemporal_layers=1, token_bins=5, window_tokens=4
+)
 BINS = TINY.token_bins * TINY.window_tokens
 
 
@@ -70,7 +72,7 @@ def test_parameter_counts_of_presets():
     # the reference model: read-in 13,056 + 6 attention/FFN pairs; projector 132,096 (~6.46 M in all)
     assert count(build_encoder(paper)) == 6_330_624
     assert count(build_projector(paper)) == 132_096
-    assert count(build_encoder(NuCLRConfig.cpu())) == 128_640
+    assert count(build_encoder(NuCLRConfig.window())) == 128_640
 
 
 def test_nuclr_module_does_not_import_spikeinterface():
@@ -163,10 +165,13 @@ def test_fully_padded_sample_gives_zeros_and_finite_gradients():
     assert all(torch.isfinite(p.grad).all() for p in encoder.parameters() if p.grad is not None)
 
 
-def test_log1p_transform_runs():
+def test_log1p_transform_feeds_log1p_of_the_counts():
     config = NuCLRConfig.from_dict({**TINY.to_dict(), "input_transform": "log1p"})
-    out = _encoder(config)(_counts(1, 3), torch.ones(1, 3, dtype=torch.bool))
-    assert torch.isfinite(out).all()
+    log_encoder, raw_encoder = _encoder(config), _encoder(TINY)  # same seed: same weights
+    counts, mask = _counts(1, 3), torch.ones(1, 3, dtype=torch.bool)
+    out = log_encoder(counts, mask)
+    torch.testing.assert_close(out, raw_encoder(torch.log1p(counts), mask))
+    assert not torch.allclose(out, raw_encoder(counts, mask))
 
 
 # -- loss ----------------------------------------------------------------------------------------------------

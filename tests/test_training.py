@@ -8,7 +8,7 @@ from spikeinterface_neuronid.methods.nuclr import NuCLRConfig
 from spikeinterface_neuronid.training import collate_view_pairs, fine_tune, pretrain
 
 # 1 s windows of 5 tokens x 10 bins of 20 ms
-TINY = NuCLRConfig(
+TINY = NuCLRConfig.window(
     dim=32, num_heads=2, temporal_layers=1, spatiotemporal_layers=1, token_bins=10, window_tokens=5, dropout=0.1
 )
 # one thread: tiny models gain nothing from two, and a busy second core stalls OpenMP barriers

@@ -99,6 +99,11 @@ class ViewBatch:
     covariates1, covariates2 : torch.Tensor or None
         float32 surrounding information binned like the counts, shape ``(batch, window_bins, k)``, or None
         when the populations have no covariates. Methods that do not use them ignore them.
+    unit_inputs1, unit_inputs2 : torch.Tensor or None
+        Span samples only: float32 per-unit statistics of each view's span, ``(batch, units, F)`` (0 for
+        padding), or None for window samples.
+    edges1, edges2 : torch.Tensor or None
+        Span samples of relational models only: float32 pair statistics, ``(batch, units, units, L)``.
     """
 
     counts1: "torch.Tensor"
@@ -109,6 +114,10 @@ class ViewBatch:
     units2: "torch.Tensor"
     covariates1: "torch.Tensor | None" = None
     covariates2: "torch.Tensor | None" = None
+    unit_inputs1: "torch.Tensor | None" = None
+    unit_inputs2: "torch.Tensor | None" = None
+    edges1: "torch.Tensor | None" = None
+    edges2: "torch.Tensor | None" = None
 
     @property
     def batch_size(self) -> int:

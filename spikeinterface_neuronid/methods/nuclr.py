@@ -18,6 +18,20 @@ Differences from the reference code (``nerdslab/nuclr``):
   leaves them unscaled; ``scale_within_view=False`` in :func:`contrastive_loss` reproduces it).
 * fp32 ``torch.nn.functional.scaled_dot_product_attention`` replaces bf16 FlashAttention.
 
+**Span context** (``context="span"``, the default since model format 3): a sample is a *span* of the
+recording (30 s to minutes) rather than one 10 s window. Its units' temporal tokens come from a few 10 s
+windows inside the span (all of them at inference) and are averaged per unit; then two channels computed from
+spike times over the whole span (:mod:`spikeinterface_neuronid.spike_stats`) join:
+
+* the **fine-timescale channel** (``fine_channel``): 1 ms single-unit statistics (rate, CV, CV2, log-ISI
+  histogram, 1-50 ms autocorrelogram) through an MLP into each unit's token;
+* the **relational channel** (``relational``): lagged correlations of every unit pair (edges of
+  :mod:`~spikeinterface_neuronid.methods.relational`: pooled messages, attention biases and values of the
+  ``relational_layers`` blocks across units) and each unit's spike-triggered population rate at 2-20 ms.
+
+``context="window"`` is the published NuCLR (10 s windows, spatial attention at every token); model files
+written before span context existed load as such.
+
 This module must not import SpikeInterface.
 """
 
@@ -32,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import MethodConfig, ViewBatch
+from .relational import EdgeEncoder, EdgePooling, RelationalBlock
 
 __all__ = [
     "NAME",
@@ -47,6 +62,11 @@ __all__ = [
 NAME = "nuclr"
 
 _INPUT_TRANSFORMS = ("counts", "log1p")
+_CONTEXTS = ("span", "window")
+#: Values of the span-context fields that reproduce a model saved before they existed (``context="window"``).
+_LEGACY_WINDOW_FIELDS = dict(
+    context="window", fine_channel=False, relational=False, waveform_channel=False, relational_layers=0
+)
 
 
 @dataclass(frozen=True)
@@ -85,8 +105,38 @@ class NuCLRConfig(MethodConfig):
     input_transform : str, default: "counts"
         ``"counts"``: raw spike counts, as the paper; ``"log1p"``: ``log(1 + counts)``.
     max_context_units : int, default: 512
-        Largest number of units attended over together at inference; larger windows are split into
-        random groups by the inference engine.
+        Largest number of units attended over together at inference; larger populations are split into
+        random groups by the inference engine (this also bounds the relational channel's pair statistics).
+    context : str, default: "span"
+        ``"span"``: samples are spans of the recording with the fine-timescale and relational channels;
+        ``"window"``: NuCLR as published (10 s windows, spatial attention at every token).
+    fine_channel : bool, default: True
+        (span) Feed the 1 ms single-unit statistics of the span to each unit's token.
+    relational : bool, default: True
+        (span) Feed the lagged pair correlations (edges) and the spike-triggered population rate.
+    waveform_channel : bool, default: True
+        (span) Feed each unit's peak-channel waveform when the recording has one
+        (:attr:`SpikeTrainSet.waveforms <spikeinterface_neuronid.data.SpikeTrainSet>`, e.g. from a
+        ``templates`` extension); a learned "no waveform" vector otherwise.
+    relational_layers : int, default: 2
+        (span) Blocks of attention across the units of the span (with edge biases and values when
+        ``relational``); 0 with ``spatiotemporal_layers=0`` means no population context at all.
+    edge_dim : int, default: 16
+        (span) Width of the encoded edges.
+    max_lag_bins : int, default: 15
+        (span) Largest lag of the pair correlations, in bins (15 x 20 ms = 300 ms).
+    coincidence_s : float, default: 0.001
+        (span) Spike pairs of two units at most this far apart are left out of the relational statistics.
+    chunk_s : float, default: 30.0
+        (span) Statistics are summed per chunk of this length; training spans are whole numbers of chunks.
+    max_span_s : float, default: 300.0
+        (span) Longest span: training spans are 1 chunk to this long; inference splits a longer segment into
+        equal spans of at most this length and averages the unit embeddings over them.
+    windows_per_view : int, default: 2
+        (span) 10 s windows per training view whose counts feed the temporal blocks (inference: all windows
+        of the span).
+    min_span_spikes : int, default: 3
+        (span) A unit takes part in a span (and gets an embedding from it) with at least this many spikes.
     """
 
     label = "NuCLR"
@@ -105,6 +155,18 @@ class NuCLRConfig(MethodConfig):
     temperature: float = 0.2
     input_transform: str = "counts"
     max_context_units: int = 512
+    context: str = "span"
+    fine_channel: bool = True
+    relational: bool = True
+    waveform_channel: bool = True
+    relational_layers: int = 2
+    edge_dim: int = 16
+    max_lag_bins: int = 15
+    coincidence_s: float = 0.001
+    chunk_s: float = 30.0
+    max_span_s: float = 300.0
+    windows_per_view: int = 2
+    min_span_spikes: int = 3
 
     def __post_init__(self):
         positive_ints = ("token_bins", "window_tokens", "dim", "num_heads", "ff_mult", "projector_dim")
@@ -134,16 +196,99 @@ class NuCLRConfig(MethodConfig):
             raise ValueError(
                 f"NuCLRConfig.input_transform must be one of {_INPUT_TRANSFORMS}, got {self.input_transform!r}"
             )
+        self._check_span_fields()
+
+    def _check_span_fields(self) -> None:
+        if self.context not in _CONTEXTS:
+            raise ValueError(f"NuCLRConfig.context must be one of {_CONTEXTS}, got {self.context!r}")
+        for name in ("fine_channel", "relational", "waveform_channel"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"NuCLRConfig.{name} must be True or False, got {getattr(self, name)!r}")
+        for name, low in (
+            ("relational_layers", 0),
+            ("edge_dim", 1),
+            ("max_lag_bins", 0),
+            ("windows_per_view", 1),
+            ("min_span_spikes", 1),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"NuCLRConfig.{name} must be an integer >= {low}, got {value!r}")
+        if self.context == "window":
+            on = [k for k, v in _LEGACY_WINDOW_FIELDS.items() if k != "context" and getattr(self, k) != v]
+            if on:
+                raise ValueError(f"NuCLRConfig.{', '.join(on)} need context='span' (got context='window')")
+            return
+        for name in ("coincidence_s", "chunk_s", "max_span_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"NuCLRConfig.{name} must be a non-negative number of seconds, got {value!r}")
+        if self.max_span_s < self.chunk_s or self.chunk_s < self.window_tokens * self.token_bins * self.bin_s:
+            raise ValueError(
+                f"NuCLRConfig needs window length ({self.window_tokens * self.token_bins * self.bin_s:g} s) <= "
+                f"chunk_s ({self.chunk_s:g}) <= max_span_s ({self.max_span_s:g})"
+            )
+        self.stats_spec  # validates the statistics settings
+
+    @property
+    def stats_spec(self):
+        """The :class:`~spikeinterface_neuronid.spike_stats.StatsSpec` of the span channels."""
+        from ..spike_stats import StatsSpec
+
+        return StatsSpec(
+            chunk_s=float(self.chunk_s),
+            pair_bin_s=float(self.bin_s),
+            max_lag_bins=int(self.max_lag_bins),
+            coincidence_s=float(self.coincidence_s),
+        )
+
+    @property
+    def num_unit_inputs(self) -> int:
+        """Width of the per-unit statistics vector of a span sample (0 for window context)."""
+        if self.context != "span":
+            return 0
+        from ..data import WAVEFORM_GRID_MS
+        from ..spike_stats import num_unit_features
+
+        waveform = WAVEFORM_GRID_MS.size + 1 if self.waveform_channel else 0
+        return num_unit_features(self.stats_spec, self.relational) + waveform
+
+    @property
+    def num_edge_inputs(self) -> int:
+        """Width of the per-pair statistics vector of a span sample (0 without the relational channel)."""
+        if self.context != "span" or not self.relational:
+            return 0
+        from ..spike_stats import num_edge_features
+
+        return num_edge_features(self.stats_spec)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "NuCLRConfig":
+        """As :meth:`MethodConfig.from_dict`; a dict without ``"context"`` (a model saved before span context
+        existed) is read as the window-context model it describes."""
+        if isinstance(values, dict) and "context" not in values:
+            values = {**_LEGACY_WINDOW_FIELDS, **values}
+        return super().from_dict(values)
 
     @classmethod
     def cpu(cls, **overrides: Any) -> "NuCLRConfig":
-        """NuCLR-tiny for a 2-core CPU: dim 64, 4 heads, 1 temporal + 1 spatiotemporal block, ff_mult 2."""
-        return cls(**overrides)
+        """Span context for a 2-core CPU: dim 64, 4 heads, 1 temporal block, 2 relational blocks, ff_mult 2."""
+        values = dict(spatiotemporal_layers=0)
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def window(cls, **overrides: Any) -> "NuCLRConfig":
+        """NuCLR-tiny as published (window context): dim 64, 4 heads, 1 temporal + 1 spatiotemporal block."""
+        values = dict(_LEGACY_WINDOW_FIELDS)
+        values.update(overrides)
+        return cls(**values)
 
     @classmethod
     def paper(cls, **overrides: Any) -> "NuCLRConfig":
-        """The published ephys model: dim 256, 4 heads, 2 temporal + 2 spatiotemporal blocks, ff_mult 4."""
-        values = dict(dim=256, num_heads=4, temporal_layers=2, spatiotemporal_layers=2, ff_mult=4, projector_dim=256)
+        """The published ephys model: window context, dim 256, 4 heads, 2 temporal + 2 spatiotemporal blocks."""
+        values = dict(_LEGACY_WINDOW_FIELDS)
+        values.update(dim=256, num_heads=4, temporal_layers=2, spatiotemporal_layers=2, ff_mult=4, projector_dim=256)
         values.update(overrides)
         return cls(**values)
 
@@ -300,7 +445,7 @@ class SpatioTemporalBlock(nn.Module):
 
 
 class NuCLREncoder(nn.Module):
-    """Permutation-equivariant spatiotemporal transformer: population window -> one vector per unit.
+    """Permutation-equivariant population encoder: one vector per unit.
 
     Parameters
     ----------
@@ -309,10 +454,20 @@ class NuCLREncoder(nn.Module):
 
     Notes
     -----
-    ``forward(counts, unit_mask)`` takes ``counts`` (float32, ``(batch, units, num_tokens * token_bins)``,
-    any ``num_tokens >= 1``) and ``unit_mask`` (bool, ``(batch, units)``, False = padding) and returns
-    ``(batch, units, dim)``; rows of padded units are zero. Computation after the read-in runs on the real
-    units only; padding is materialised just for the spatial attention, where it is masked out.
+    ``forward(counts, unit_mask, unit_inputs=None, edges=None)``:
+
+    * ``counts``: float32 ``(batch, units, bins)``; window context: one window of any whole number of
+      tokens; span context: ``k`` windows of ``window_tokens`` tokens back to back (``bins = k *
+      window_bins``), each encoded on its own and averaged per unit.
+    * ``unit_mask``: bool ``(batch, units)``, False = padding.
+    * span context only: ``unit_inputs`` float32 ``(batch, units, config.num_unit_inputs)``
+      (:func:`~spikeinterface_neuronid.span_views.span_unit_inputs`: span statistics, then with
+      ``waveform_channel`` the resampled waveform and a 0/1 "has a waveform" flag) and, with
+      ``relational``, ``edges`` float32 ``(batch, units, units, config.num_edge_inputs)``
+      (:meth:`~spikeinterface_neuronid.spike_stats.ChunkStatistics.inputs`).
+
+    Returns ``(batch, units, dim)``; rows of padded units are zero. The temporal blocks run on the real units
+    only; padding is materialised just for attention across units, where it is masked out.
     """
 
     def __init__(self, config: NuCLRConfig):
@@ -326,21 +481,33 @@ class NuCLREncoder(nn.Module):
         self.spatiotemporal_blocks = nn.ModuleList(
             SpatioTemporalBlock(config) for _ in range(config.spatiotemporal_layers)
         )
+        if config.context == "span":
+            dim = config.dim
+            self.num_waveform_inputs = 0
+            if config.waveform_channel:
+                from ..data import WAVEFORM_GRID_MS
 
-    def forward(self, counts: Tensor, unit_mask: Tensor) -> Tensor:
+                self.num_waveform_inputs = WAVEFORM_GRID_MS.size
+                self.waveform_read_in = nn.Sequential(
+                    nn.Linear(self.num_waveform_inputs, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)
+                )
+                self.waveform_missing = nn.Parameter(torch.zeros(dim))
+            stats = config.num_unit_inputs - (self.num_waveform_inputs + 1 if config.waveform_channel else 0)
+            self.num_stats_inputs = stats
+            self.unit_read_in = nn.Sequential(nn.Linear(stats, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+            edge_dim = config.edge_dim if config.relational else None
+            if config.relational:
+                self.edge_encoder = EdgeEncoder(config.num_edge_inputs, config.edge_dim)
+                self.edge_pooling = EdgePooling(config.edge_dim, dim)
+            self.relational_blocks = nn.ModuleList(
+                RelationalBlock(dim, config.num_heads, edge_dim, config.ff_mult, config.dropout)
+                for _ in range(config.relational_layers)
+            )
+
+    def _windows(self, counts: Tensor, unit_mask: Tensor) -> Tensor:
+        """NuCLR over windows: ``(batch, units, tokens * token_bins)`` -> ``(batch, units, dim)``."""
         cfg = self.config
-        if counts.dim() != 3:
-            raise ValueError(f"counts must have shape (batch, units, bins), got {tuple(counts.shape)}")
         batch, width, bins = counts.shape
-        if unit_mask.shape != (batch, width) or unit_mask.dtype != torch.bool:
-            raise ValueError(
-                f"unit_mask must be a bool tensor of shape {(batch, width)}, got {unit_mask.dtype} "
-                f"{tuple(unit_mask.shape)}"
-            )
-        if bins < cfg.token_bins or bins % cfg.token_bins:
-            raise ValueError(
-                f"the window has {bins} bins; the model needs a whole number (>= 1) of {cfg.token_bins}-bin tokens"
-            )
         num_tokens = bins // cfg.token_bins
         layout = _Layout(unit_mask, num_tokens)
         x = counts.reshape(batch * width, num_tokens, cfg.token_bins).index_select(0, layout.index).float()
@@ -354,6 +521,51 @@ class NuCLREncoder(nn.Module):
             x = block(x, rotary, layout)
         out = x.mean(dim=1)
         return out.new_zeros(batch * width, cfg.dim).index_copy(0, layout.index, out).view(batch, width, cfg.dim)
+
+    def forward(
+        self, counts: Tensor, unit_mask: Tensor, unit_inputs: Tensor | None = None, edges: Tensor | None = None
+    ) -> Tensor:
+        cfg = self.config
+        if counts.dim() != 3:
+            raise ValueError(f"counts must have shape (batch, units, bins), got {tuple(counts.shape)}")
+        batch, width, bins = counts.shape
+        if unit_mask.shape != (batch, width) or unit_mask.dtype != torch.bool:
+            raise ValueError(
+                f"unit_mask must be a bool tensor of shape {(batch, width)}, got {unit_mask.dtype} "
+                f"{tuple(unit_mask.shape)}"
+            )
+        if cfg.context == "window":
+            if bins < cfg.token_bins or bins % cfg.token_bins:
+                raise ValueError(
+                    f"the window has {bins} bins; the model needs a whole number (>= 1) of {cfg.token_bins}-bin tokens"
+                )
+            return self._windows(counts, unit_mask)
+        window_bins = cfg.window_tokens * cfg.token_bins
+        if bins < window_bins or bins % window_bins:
+            raise ValueError(f"span samples need a whole number (>= 1) of {window_bins}-bin windows, got {bins} bins")
+        if unit_inputs is None or unit_inputs.shape != (batch, width, cfg.num_unit_inputs):
+            got = None if unit_inputs is None else tuple(unit_inputs.shape)
+            raise ValueError(f"unit_inputs must have shape {(batch, width, cfg.num_unit_inputs)}, got {got}")
+        lags = cfg.num_edge_inputs
+        if cfg.relational and (edges is None or edges.shape != (batch, width, width, lags)):
+            got = None if edges is None else tuple(edges.shape)
+            raise ValueError(f"edges must have shape {(batch, width, width, lags)}, got {got}")
+        k = bins // window_bins
+        per_window = counts.reshape(batch, width, k, window_bins).transpose(1, 2).reshape(batch * k, width, window_bins)
+        x = self._windows(per_window, unit_mask.repeat_interleave(k, dim=0)).view(batch, k, width, cfg.dim).mean(1)
+        unit_inputs = unit_inputs.float()
+        x = x + self.unit_read_in(unit_inputs[..., : self.num_stats_inputs])
+        if cfg.waveform_channel:
+            wave = unit_inputs[..., self.num_stats_inputs : self.num_stats_inputs + self.num_waveform_inputs]
+            present = unit_inputs[..., -1:] > 0.5
+            x = x + torch.where(present, self.waveform_read_in(wave), self.waveform_missing)
+        encoded = None
+        if cfg.relational:
+            encoded = self.edge_encoder(edges.float())
+            x = x + self.edge_pooling(encoded, unit_mask)
+        for block in self.relational_blocks:
+            x = block(x, unit_mask, encoded)
+        return x * unit_mask[..., None]
 
 
 def build_encoder(config: NuCLRConfig) -> NuCLREncoder:
@@ -462,12 +674,28 @@ def _pad_units(x: Tensor, width: int, value) -> Tensor:
     return F.pad(x, pad, value=value)
 
 
+def _pad_edges(x: Tensor, width: int) -> Tensor:
+    extra = width - x.shape[1]
+    return x if extra == 0 else F.pad(x, [0, 0, 0, extra, 0, extra])
+
+
 def loss(encoder: nn.Module, projector: nn.Module, batch: ViewBatch, config: NuCLRConfig) -> Tensor:
     """Training loss of one batch: both views through the encoder in one pass, projector, contrastive loss."""
     width = max(batch.counts1.shape[1], batch.counts2.shape[1])
     counts = torch.cat((_pad_units(batch.counts1, width, 0.0), _pad_units(batch.counts2, width, 0.0)))
     mask = torch.cat((_pad_units(batch.mask1, width, False), _pad_units(batch.mask2, width, False)))
-    z = projector(encoder(counts, mask))
+    extra = {}
+    if config.context == "span":
+        if batch.unit_inputs1 is None or batch.unit_inputs2 is None:
+            raise ValueError(
+                "a span-context NuCLR model needs span view pairs (unit_inputs); see data.sample_span_pair"
+            )
+        extra["unit_inputs"] = torch.cat(
+            (_pad_units(batch.unit_inputs1, width, 0.0), _pad_units(batch.unit_inputs2, width, 0.0))
+        )
+        if config.relational:
+            extra["edges"] = torch.cat((_pad_edges(batch.edges1, width), _pad_edges(batch.edges2, width)))
+    z = projector(encoder(counts, mask, **extra))
     size = batch.batch_size
     return contrastive_loss(
         z[:size],
