@@ -1,16 +1,18 @@
-"""The committed benchmark run: NuCLR's three protocols, our models against the baselines.
+"""The committed benchmark run: NuCLR's three protocols, our models against the baselines, with intervals.
 
-    python benchmarks/run_benchmark.py            # full run (FULL settings, about 45 min on 2 cores)
-    python benchmarks/run_benchmark.py --quick    # the CI smoke run (QUICK settings, a few minutes)
+    python benchmarks/run_benchmark.py            # full run (FULL settings, up to 90 min on 2 cores)
+    python benchmarks/run_benchmark.py --quick    # the CI smoke run (QUICK settings, under 3 min)
     python benchmarks/run_benchmark.py --readme-only  # re-quote the committed full run in README.md
 
-The full run also replaces the README's quoted tables (between the ``benchmark-table`` markers) with the
-``hard`` tables and the verdict of its ``results.json``, so the README never holds a hand-typed number.
+The full run needs the ablation models (``python benchmarks/train_default_model.py --ablations``); it
+stops at once, naming the missing file, if one is absent. It also replaces the README's quoted tables
+(between the ``benchmark-table`` markers) with the ``hard`` and ``varied`` tables, the difference table
+and the verdicts of its ``results.json``, so the README never holds a hand-typed number.
 
 The same as ``neuronid benchmark`` (see :mod:`spikeinterface_neuronid.benchmark`), with the output folder
 defaulting to ``benchmarks/results/benchmark/`` (full) or ``benchmarks/results/benchmark_quick/`` (quick):
-``results.json`` (every score, the ledger of fits, timings), ``results.md`` (the table the README quotes)
-and the figures.
+``results.json`` (every score and interval, the ledger of fits, timings), ``predictions.json``,
+``results.md`` (the tables the README quotes) and the figures.
 """
 
 from __future__ import annotations
@@ -35,12 +37,18 @@ def main() -> int:
 
     output = Path(args.output) if args.output else HERE / "results" / ("benchmark_quick" if args.quick else "benchmark")
     if args.readme_only:
-        update_readme(json.loads((output / "results.json").read_text()))
+        try:
+            update_readme(json.loads((output / "results.json").read_text()))
+        except ValueError as err:
+            print(err, file=sys.stderr)
+            return 1
         return 0
     command = "python benchmarks/run_benchmark.py" + (" --quick" if args.quick else "")
     try:
-        result = run_benchmark(output, settings_from_args(args.quick), command=command, progress_bar=not args.no_progress)
-    except RuntimeError as err:
+        result = run_benchmark(
+            output, settings_from_args(args.quick), command=command, progress_bar=not args.no_progress
+        )
+    except (RuntimeError, FileNotFoundError) as err:
         print(err, file=sys.stderr)
         return 1
     if not args.quick and args.output is None:

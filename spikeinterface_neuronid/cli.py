@@ -304,12 +304,13 @@ def _benchmark_command(args: argparse.Namespace) -> int:
     settings = settings_from_args(
         args.quick,
         presets=tuple(args.presets) if args.presets else None,
-        seeds=tuple(args.seeds) if args.seeds else None,
+        transductive_seeds=tuple(args.seeds) if args.seeds else None,
+        test_animals=tuple(args.test_animals) if args.test_animals else None,
         methods=tuple(args.methods) if args.methods else None,
     )
     try:
         run_benchmark(args.output, settings, command="neuronid " + " ".join(args.argv), progress_bar=not args.no_progress)
-    except RuntimeError as err:
+    except (RuntimeError, FileNotFoundError) as err:
         print(f"neuronid benchmark: {err}", file=sys.stderr)
         return 1
     return 0
@@ -346,9 +347,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     bench = sub.add_parser("benchmark", help="NuCLR's three protocols: our models against the baselines, one table")
     bench.add_argument("-o", "--output", default="neuronid_benchmark_output", help="output folder")
-    bench.add_argument("--quick", action="store_true", help="tiny smoke run of the protocol wiring (minutes)")
-    bench.add_argument("--presets", nargs="+", help="simulator presets (default: easy hard)")
-    bench.add_argument("--seeds", nargs="+", type=int, help="seeds (default: 0 1 2)")
+    bench.add_argument("--quick", action="store_true", help="tiny smoke run of the protocol wiring (< 3 min)")
+    bench.add_argument("--presets", nargs="+", help="simulator presets (default: easy hard varied)")
+    bench.add_argument("--seeds", nargs="+", type=int, help="seeds of the transductive unit splits (default: 0 1 2)")
+    bench.add_argument(
+        "--test-animals", nargs="+", type=int, help="animals held out in turn (default: every animal, leave-one-out)"
+    )
     bench.add_argument("--methods", nargs="+", help="subset of methods, by their table names")
     bench.add_argument("--no-progress", action="store_true", help="hide progress bars")
 

@@ -14,8 +14,9 @@ and the same ``seed`` gives the same result on the same machine and thread count
     One ``(num_units, dim)`` float array per population; rows of units the method cannot embed are NaN.
 
 The attribute ``supervised`` says whether ``fit`` reads labels, ``needs_templates`` whether it needs
-waveforms. Modules: :mod:`.features` (handcrafted single-unit and population-coupling features),
-:mod:`.lolcat`, :mod:`.nemo` and :mod:`.neuprint` (compact re-implementations of LOLCAT, NEMO and NeuPRINT).
+waveforms. Modules: :mod:`.features` (handcrafted single-unit, population-coupling, pairwise-correlation and
+spike-triggered population features), :mod:`.lolcat`, :mod:`.nemo` and :mod:`.neuprint` (compact
+re-implementations of LOLCAT, NEMO and NeuPRINT).
 """
 
 from __future__ import annotations
