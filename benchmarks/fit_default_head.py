@@ -4,8 +4,8 @@
 
 1. Loads the shipped default model (``spikeinterface_neuronid/default_model/neuronid-default.safetensors``);
    its encoder weights are not changed. An existing ``firing_type`` head is replaced.
-2. Simulates labelled animals whose seeds are disjoint from pretraining (``varied`` 0-11, ``easy`` 100-103)
-   and from evaluation (1000-1003): ``varied`` and ``easy`` animals 200-207, one session each.
+2. Simulates labelled animals whose seeds are disjoint from pretraining (2000-2007), checkpoint validation
+   (2900-2901) and evaluation (1000-1003): ``varied``, ``easy`` and ``hard`` animals 200-207, one session each.
 3. Embeds them and fits a ``firing_type`` head (classes RS/IB/CH/FS/LTS: the simulator's ``cell_type``) with
    :func:`~spikeinterface_neuronid.heads.fit_head`; its temperature is calibrated on whole held-out animals
    (``groups`` = the simulated animal).
@@ -36,11 +36,12 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = ROOT / "spikeinterface_neuronid" / "default_model"
 RESULTS = ROOT / "benchmarks" / "results" / "calibration.json"
 TASK = "firing_type"
-HEAD_PRESETS = ("varied", "easy")
+HEAD_PRESETS = ("varied", "easy", "hard")
 HEAD_ANIMALS = tuple(range(200, 208))
 EVAL_PRESETS = ("easy", "varied", "hard")
 EVAL_ANIMALS = (1000, 1001, 1002, 1003)
-PRETRAIN_ANIMALS = tuple(range(0, 12)) + tuple(range(100, 104))
+PRETRAIN_ANIMALS = tuple(range(2000, 2008))  # train_default_model.PRETRAIN_ANIMALS (not imported: no cycle)
+VALIDATION_ANIMALS = (2900, 2901)  # train_default_model.VALIDATION_ANIMALS
 THRESHOLDS = (0.0, 0.3, 0.5, 0.7, 0.9)
 HEAD_THRESHOLD = 0.5
 COMMAND = "python benchmarks/fit_default_head.py"
@@ -58,7 +59,7 @@ def fit_firing_type_head(bundle, *, seed: int = 0, threshold: float = HEAD_THRES
     from spikeinterface_neuronid.heads import fit_head
     from spikeinterface_neuronid.simulate import simulate_dataset
 
-    assert not set(HEAD_ANIMALS) & (set(PRETRAIN_ANIMALS) | set(EVAL_ANIMALS))
+    assert not set(HEAD_ANIMALS) & (set(PRETRAIN_ANIMALS) | set(EVAL_ANIMALS) | set(VALIDATION_ANIMALS))
     x, y, groups = [], [], []
     for preset in HEAD_PRESETS:
         sessions = simulate_dataset(preset, animals=HEAD_ANIMALS, sessions_per_animal=1, progress_bar=False)
@@ -190,7 +191,7 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from train_default_model import write_card
+    from card import write_card
 
     from spikeinterface_neuronid._io import write_json
     from spikeinterface_neuronid.bundle import ModelBundle
@@ -211,7 +212,7 @@ def main() -> None:
     saved["sha256"] = bundle.sha256
     saved["firing_type_head"] = summary
     write_json(out / "default_model_scores.json", saved)
-    write_card(out)
+    write_card(out, EVAL_ANIMALS, VALIDATION_ANIMALS)
     size = model_path.stat().st_size
     assert size <= 10 * 1024 * 1024, size
     print(f"wrote {model_path} ({size / 1e6:.2f} MB, sha256 {bundle.sha256[:12]}…), {RESULTS}, scores and card")

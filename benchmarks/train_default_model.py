@@ -1,21 +1,30 @@
-"""Reproduce the default model shipped in ``spikeinterface_neuronid/default_model/``, with its model card.
+"""Reproduce the default model shipped in ``spikeinterface_neuronid/default_model/``, or the benchmark's ablations.
 
-    python benchmarks/train_default_model.py            # the committed model (about 35 min on 2 cores)
+    python benchmarks/train_default_model.py              # the shipped model, with its model card
+    python benchmarks/train_default_model.py --ablations  # the ablation models of the benchmark (benchmarks/models/)
+    python benchmarks/train_default_model.py --card-only  # rewrite MODEL_CARD.md from the shipped files
 
-1. Simulates the pretraining corpus: several simulated animals of the ``varied`` preset (wide rate range,
-   bursting, 8-12 % parameter jitter, slow rate drift, partly merged and missing units) plus ``easy``
-   animals, all with seeds disjoint from the evaluation animals.
-2. Pretrains the NuCLR ``cpu()`` config self-supervised (no labels are read).
-3. Measures the inductive zero-shot cell-type score: embeddings of held-out animals never seen in pretraining,
-   a linear probe (StandardScaler + balanced logistic regression) trained on all but the last animal and
-   tested on the last, for each simulator preset.
-4. Fits the ``firing_type`` head and measures its calibration on the evaluation animals
-   (:func:`fit_default_head.add_firing_type_head`, the same code as ``python benchmarks/fit_default_head.py``).
-5. Writes ``neuronid-default.safetensors`` (encoder + head), ``default_model_scores.json``, ``MODEL_CARD.md`` and
+1. Simulates the pretraining corpus: :data:`PRETRAIN_ANIMALS` animals of every simulator preset (``easy``,
+   ``hard``, ``varied``), one 600 s session each, with population sizes cycling through
+   :data:`NUM_NEURONS` and the peak-channel waveforms a ``templates`` extension would give. The animal ids are
+   disjoint from the benchmark's (0-7), the demo / evaluation animals (1000-1003), the head-training animals
+   (200-207) and the validation animals (2900-2901).
+2. Pretrains the span-context NuCLR ``cpu()`` config self-supervised (no label is read): two non-overlapping
+   spans per view pair, views of up to 256 units (so 50-100 % unit dropout, not a cap, sets their size),
+   10 % of pairs with only 2-10 units, half of the views without waveforms.
+3. Every ``--checkpoint-every`` steps, scores the model on the validation animals (a linear probe trained on
+   one validation animal and tested on the other, both ways, cell type and region, averaged over presets) and
+   keeps the best checkpoint (NuCLR's model selection; no benchmark or evaluation animal is used). The latest
+   weights are also written to ``--checkpoint`` so that a crashed run can be continued (``--resume``).
+4. Measures inductive zero-shot scores on the evaluation animals 1000-1003 (probe on three, test on the
+   fourth), fits the ``firing_type`` head (:func:`fit_default_head.add_firing_type_head`) and writes
+   ``neuronid-default.safetensors``, ``default_model_scores.json``, ``MODEL_CARD.md`` and
    ``benchmarks/results/calibration.json`` (atomically).
 
-    python benchmarks/fit_default_head.py               # refit only the head of the shipped model (minutes)
-    python benchmarks/train_default_model.py --card-only  # rewrite MODEL_CARD.md from the shipped files
+With ``--ablations`` it instead trains, on the same corpus with the same seed and ``--ablation-steps`` steps
+each, the full design and the ablations :data:`ABLATIONS` (no relational channel; no spatial blocks at all;
+no fine-timescale channel), and writes them to ``benchmarks/models/ablation-<name>.safetensors`` with a JSON
+summary: the rows the benchmark compares at equal training budget.
 """
 
 from __future__ import annotations
@@ -27,13 +36,97 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+if str(HERE) not in sys.path:  # fit_default_head lives next to this script
+    sys.path.insert(0, str(HERE))
+
+from fit_default_head import EVAL_ANIMALS, HEAD_ANIMALS, add_firing_type_head, write_calibration  # noqa: E402
+
 MODEL_DIR = ROOT / "spikeinterface_neuronid" / "default_model"
-EVAL_ANIMALS = (1000, 1001, 1002, 1003)
+ABLATION_DIR = ROOT / "benchmarks" / "models"
+PRESETS = ("easy", "hard", "varied")
+PRETRAIN_ANIMALS = tuple(range(2000, 2008))
+VALIDATION_ANIMALS = (2900, 2901)
+BENCHMARK_ANIMALS = tuple(range(0, 8))
+NUM_NEURONS = (100, 160, 250, 320)
+DURATION_S = 600.0
+VALIDATION_DURATION_S = 240.0
+#: Config overrides of the ablation models (``"full"`` is the shipped design at the ablation budget).
+ABLATIONS = {
+    "full": {},
+    "no-relational": dict(relational=False),
+    "no-spatial": dict(relational=False, relational_layers=0),
+    "no-fine": dict(fine_channel=False, waveform_channel=False),
+}
 
 
-def _evaluate(bundle, presets) -> dict:
-    from spikeinterface_neuronid.data import SpikeTrainSet
+def simulate_corpus(presets=PRESETS, animals=PRETRAIN_ANIMALS, progress_bar: bool = True):
+    """The pretraining sessions (one per preset and animal) and their provenance."""
+    from spikeinterface_neuronid.simulate import simulate_dataset
+
+    sessions = []
+    for preset in presets:
+        by_animal = {}
+        for size in NUM_NEURONS:  # animals of one size are simulated together (the same output, faster)
+            group = [a for k, a in enumerate(animals) if NUM_NEURONS[k % len(NUM_NEURONS)] == size]
+            if group:
+                simulated = simulate_dataset(
+                    preset, animals=group, num_neurons=size, duration_s=DURATION_S, progress_bar=progress_bar
+                )
+                by_animal.update(zip(group, simulated))
+        sessions += [by_animal[a] for a in animals]
+    excluded = set(BENCHMARK_ANIMALS) | set(EVAL_ANIMALS) | set(HEAD_ANIMALS) | set(VALIDATION_ANIMALS)
+    assert not set(animals) & excluded
+    provenance = dict(
+        data="simulated Izhikevich populations (spikeinterface_neuronid.simulate), with simulate_templates waveforms",
+        presets={p: list(animals) for p in presets},
+        animals=list(animals),
+        sessions_per_animal=1,
+        num_neurons=list(NUM_NEURONS),
+        duration_s=DURATION_S,
+        num_sessions=len(sessions),
+        num_units=int(sum(s.num_units for s in sessions)),
+    )
+    return [s.to_spike_train_set(covariates=False, waveforms=True) for s in sessions], provenance
+
+
+class ValidationScore:
+    """Checkpoint score: cell-type and region macro-F1 between the two validation animals of each preset."""
+
+    def __init__(self, presets=PRESETS):
+        from spikeinterface_neuronid.simulate import simulate_dataset
+
+        self.data = []
+        for preset in presets:
+            sessions = simulate_dataset(
+                preset, animals=list(VALIDATION_ANIMALS), duration_s=VALIDATION_DURATION_S, progress_bar=False
+            )
+            self.data.append((preset, sessions))
+        self.history: list[dict] = []
+
+    def __call__(self, bundle) -> float:
+        from spikeinterface_neuronid.evaluation import linear_probe
+        from spikeinterface_neuronid.inference import embed_populations
+
+        scores = {}
+        for preset, sessions in self.data:
+            x = [embed_populations(bundle, [s.to_spike_train_set(covariates=False)]).embedding for s in sessions]
+            for task in ("cell_type", "brain_region"):
+                y = [np.asarray(getattr(s, task), dtype=str) for s in sessions]
+                f1 = []
+                for train, test in ((0, 1), (1, 0)):
+                    ok_tr, ok_te = np.isfinite(x[train]).all(1), np.isfinite(x[test]).all(1)
+                    f1.append(linear_probe(x[train][ok_tr], y[train][ok_tr], x[test][ok_te], y[test][ok_te]).macro_f1)
+                scores[f"{preset}/{task}"] = float(np.mean(f1))
+        score = float(np.mean(list(scores.values())))
+        self.history.append(dict(score=score, **scores))
+        print("validation", {k: round(v, 3) for k, v in scores.items()}, f"mean {score:.3f}", flush=True)
+        return score
+
+
+def evaluate(bundle, presets=PRESETS) -> dict:
+    """Inductive zero-shot scores on the evaluation animals (probe on all but the last, tested on the last)."""
     from spikeinterface_neuronid.evaluation import linear_probe
     from spikeinterface_neuronid.inference import embed_populations
     from spikeinterface_neuronid.simulate import simulate_dataset
@@ -41,209 +134,133 @@ def _evaluate(bundle, presets) -> dict:
     scores = {}
     for preset in presets:
         sessions = simulate_dataset(preset, animals=EVAL_ANIMALS, sessions_per_animal=1, progress_bar=False)
-        x = [embed_populations(bundle, [SpikeTrainSet(s.spike_times, s.duration)]).embedding for s in sessions]
+        x = [embed_populations(bundle, [s.to_spike_train_set(covariates=False)]).embedding for s in sessions]
         scores[preset] = {}
         for task in ("cell_type", "brain_region"):
-            y = [getattr(s, task) for s in sessions]
-            result = linear_probe(np.concatenate(x[:-1]), np.concatenate(y[:-1]), x[-1], y[-1])
+            y = [np.asarray(getattr(s, task), dtype=str) for s in sessions]
+            train_x, train_y = np.concatenate(x[:-1]), np.concatenate(y[:-1])
+            ok, ok_test = np.isfinite(train_x).all(1), np.isfinite(x[-1]).all(1)
+            result = linear_probe(train_x[ok], train_y[ok], x[-1][ok_test], y[-1][ok_test])
             scores[preset][task] = dict(
                 macro_f1=round(result.macro_f1, 4),
                 balanced_accuracy=round(result.balanced_accuracy, 4),
-                num_test_units=int(len(y[-1])),
+                num_test_units=int(ok_test.sum()),
             )
         print(preset, scores[preset], flush=True)
     return scores
 
 
-def _head_section(bundle, head_info: dict | None) -> str:
-    """The card's "firing_type head" section (empty when the model has no such head)."""
-    head = bundle.heads.get("firing_type")
-    if head is None or not head_info:
-        return ""
-    trained = ", ".join(f"`{p}` animals {a[0]}-{a[-1]}" for p, a in head_info["trained_on"].items())
-    zs = head_info["zero_shot"]
-    rows = "\n".join(
-        f"| {preset} | {s['macro_f1']:.3f} | {s['balanced_accuracy']:.3f} | {s['ece_before']:.3f} "
-        f"| {s['ece_after']:.3f} | {s['num_units']} |"
-        for preset, s in zs.items()
+def train(corpus, provenance, config, steps, args, name, checkpoint, score):
+    from spikeinterface_neuronid.bundle import ModelBundle
+    from spikeinterface_neuronid.training import pretrain
+
+    init = None
+    if args.resume and Path(checkpoint).is_file():
+        init = ModelBundle.load(checkpoint)
+        print(f"resuming from {checkpoint} ({init.sha256[:12]}…)", flush=True)
+    return pretrain(
+        corpus,
+        config=None if init is not None else config,
+        init=init,
+        steps=steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup_steps=min(200, steps // 10),
+        seed=args.seed,
+        num_threads=args.threads,
+        name=name,
+        provenance=provenance,
+        checkpoint_every=args.checkpoint_every,
+        checkpoint_score=score,
+        checkpoint_path=checkpoint,
+        log_every=25,
     )
-    thresholds = [c["threshold"] for c in next(iter(zs.values()))["coverage_accuracy"]]
-    header = " | ".join(f"t = {t:g}" for t in thresholds)
-    cov_rows = "\n".join(
-        f"| {preset} | "
-        + " | ".join(
-            f"{c['coverage']:.2f} / {c['accuracy']:.2f}" if c["accuracy"] is not None else f"{c['coverage']:.2f} / -"
-            for c in s["coverage_accuracy"]
-        )
-        + " |"
-        for preset, s in zs.items()
-    )
-    counts = ", ".join(f"{c} {n}" for c, n in head_info["class_counts"].items())
-    return f"""
-## firing_type head
-
-The file holds one task head, `firing_type`, so that `neuronid_label_units(analyzer)` and
-`compute("neuron_embedding")` label units out of the box: classes {", ".join(head.classes)}, calibrated
-temperature {head.temperature:.3f}, abstention threshold {head.threshold:g} (units whose largest calibrated
-probability is below it are labelled `unknown`).
-
-- **Trained on:** the simulator's `cell_type` labels of {trained}, one session each
-  ({head_info["num_training_units"]} units: {counts}); these seeds are disjoint from pretraining and from the
-  evaluation animals. The encoder weights were not changed. Linear head: StandardScaler + class-balanced
-  logistic regression (C=1), temperature fitted on whole held-out animals ({head_info["num_calibration_units"]}
-  units; their ECE {head_info["calibration_ece_before"]:.3f} at T=1, {head_info["calibration_ece_after"]:.3f}
-  after).
-- **What the labels mean:** putative *electrophysiological firing classes* of the Izhikevich model (regular
-  spiking, intrinsically bursting, chattering, fast spiking, low-threshold spiking), read from spike trains
-  only. They are **not** transcriptomic or molecular cell types, and on real recordings they are a hypothesis
-  about firing behaviour learned from simulation, to be checked against your own ground truth (or replaced by
-  a head fitted on your own labels with `fit_head`).
-- **No brain-region head is shipped:** simulated region names (`region0`, ...) mean nothing on real data, and
-  the embedding does not encode simulated region (see the table above).
-- **Reproduce:** `{head_info["command"]}` (also run at the end of the pretraining command); results in
-  `benchmarks/results/calibration.json`.
-
-### Zero-shot scores of the head
-
-The head's own predictions (no probe refit, no abstention) on all units of the evaluation animals
-{head_info["eval_animals"]}, which neither pretraining nor the head saw. ECE: expected calibration error of the
-top label (10 bins), before (T=1) and after temperature scaling.
-
-| simulator preset | macro-F1 | balanced acc. | ECE, T=1 | ECE, calibrated | units |
-|---|---|---|---|---|---|
-{rows}
-
-### Coverage / accuracy when abstaining
-
-Fraction of units labelled (calibrated probability >= t) / accuracy on those units.
-
-| simulator preset | {header} |
-|---|{"---|" * len(thresholds)}
-{cov_rows}
-"""
-
-
-def _model_card(bundle, scores: dict, command: str, seconds: float, head_info: dict | None = None) -> str:
-    prov = bundle.provenance
-    training = prov.get("training", {})
-    rows = "\n".join(
-        f"| {preset} | {s['cell_type']['macro_f1']:.3f} | {s['cell_type']['balanced_accuracy']:.3f} "
-        f"| {s['brain_region']['macro_f1']:.3f} | {s['cell_type']['num_test_units']} |"
-        for preset, s in scores.items()
-    )
-    cfg = bundle.config
-    presets = ", ".join(f"`{p}` animals {a[0]}-{a[-1]}" for p, a in prov.get("presets", {}).items() if a)
-    return f"""# Model card: {bundle.name}
-
-- **Method:** `{bundle.method}` (NuCLR-style population-context contrastive transformer), config `cpu()`:
-  dim {cfg.dim}, {cfg.num_heads} heads, {cfg.temporal_layers} temporal + {cfg.spatiotemporal_layers} spatiotemporal
-  blocks, {bundle.num_parameters():,} parameters; {cfg.bin_s * 1000:g} ms bins,
-  {cfg.token_bins * cfg.bin_s:g} s tokens, {cfg.window_tokens * cfg.token_bins * cfg.bin_s:g} s windows.
-- **File:** `neuronid-default.safetensors`, SHA-256 of the weights `{bundle.sha256}`,
-  created {bundle.created} with spikeinterface-neuronid {bundle.package_version}.
-- **Training data:** {prov.get("data")}: {presets}; {prov.get("sessions_per_animal")} sessions per animal,
-  {prov.get("num_sessions")} sessions, {prov.get("num_units")} units. Self-supervised only: no label was read.
-- **Training:** {training.get("steps", "?")} steps, batch {training.get("batch_size", "?")}, seed
-  {training.get("seed", "?")}; {seconds / 60:.0f} min on a 2-core CPU (simulation included).
-- **Reproduce:** `{command.strip()}`
-
-## Measured zero-shot scores
-
-Inductive zero-shot: the evaluation animals {list(EVAL_ANIMALS)} were never seen in pretraining. A linear
-probe (StandardScaler + class-balanced logistic regression, C=1) is trained on the units of animals
-{list(EVAL_ANIMALS[:-1])} and tested on animal {EVAL_ANIMALS[-1]}; chance is 0.2 for the five cell types and
-0.33 for the three regions. Produced by the command above, not typed by hand.
-
-| simulator preset | cell type macro-F1 | cell type balanced acc. | brain region macro-F1 | test units |
-|---|---|---|---|---|
-{rows}
-
-## Intended use and limits
-
-- The embedding encodes each unit's firing identity in its population context. The model was trained on
-  simulated Izhikevich populations only; on real recordings, fine-tune it self-supervised on your own sortings
-  (`neuronid pretrain ANALYZER ... --init default`) and fit probes on your own labels.
-- Simulated cell types (RS, IB, CH, FS, LTS) are electrophysiological firing classes, not transcriptomic
-  types; simulated region names carry no meaning on real data.
-- This small CPU-trained model does **not** yet encode brain region: region probes are at chance level on all
-  presets (see the table), although a handcrafted population-coupling feature reads region on `easy`.
-{_head_section(bundle, head_info)}"""
 
 
 def write_card(out: Path) -> None:
     """Rewrite ``MODEL_CARD.md`` from the model file and ``default_model_scores.json`` in ``out``."""
-    import json
+    from card import write_card as _write_card
 
-    from spikeinterface_neuronid._io import atomic_path
-    from spikeinterface_neuronid.bundle import ModelBundle
-
-    bundle = ModelBundle.load(out / "neuronid-default.safetensors")
-    saved = json.loads((out / "default_model_scores.json").read_text())
-    if saved["sha256"] != bundle.sha256:
-        raise ValueError("default_model_scores.json does not describe this model file; retrain instead")
-    with atomic_path(out / "MODEL_CARD.md") as tmp:
-        tmp.write_text(
-            _model_card(
-                bundle, saved["scores"], saved["command"], saved["train_seconds"], saved.get("firing_type_head")
-            )
-        )
+    _write_card(out, EVAL_ANIMALS, VALIDATION_ANIMALS)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--varied-animals", type=int, default=12)
-    parser.add_argument("--easy-animals", type=int, default=4)
-    parser.add_argument("--sessions", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=3000, help="training steps of the shipped model")
+    parser.add_argument("--batch-size", type=int, default=8, help="view pairs per step")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output-dir", default=str(MODEL_DIR))
     parser.add_argument(
-        "--card-only", action="store_true", help="rewrite MODEL_CARD.md from the existing model and scores files"
+        "--threads", type=int, default=1, help="torch CPU threads (1: two runs share 2 cores without OpenMP stalls)"
     )
+    parser.add_argument("--checkpoint-every", type=int, default=400, help="steps between validation checkpoints")
+    parser.add_argument(
+        "--checkpoint",
+        default=str(ROOT / "benchmarks" / "results" / "default_model_checkpoint.safetensors"),
+        help="where the latest checkpoint is written",
+    )
+    parser.add_argument("--resume", action="store_true", help="start from --checkpoint's weights if it exists")
+    parser.add_argument("--output-dir", default=str(MODEL_DIR))
+    parser.add_argument("--ablations", action="store_true", help="train the benchmark's ablation models instead")
+    parser.add_argument("--ablation-steps", type=int, default=800, help="training steps of each ablation model")
+    parser.add_argument("--only", nargs="*", choices=sorted(ABLATIONS), help="with --ablations: train only these")
+    parser.add_argument("--card-only", action="store_true", help="rewrite MODEL_CARD.md from the shipped files")
     args = parser.parse_args()
     if args.card_only:
         write_card(Path(args.output_dir))
         return
 
-    from spikeinterface_neuronid._io import atomic_path, write_json
-    from spikeinterface_neuronid.data import SpikeTrainSet
+    from spikeinterface_neuronid._io import write_json
     from spikeinterface_neuronid.methods.nuclr import NuCLRConfig
-    from spikeinterface_neuronid.simulate import simulate_dataset
-    from spikeinterface_neuronid.training import pretrain
 
     command = "python benchmarks/train_default_model.py " + " ".join(sys.argv[1:])
     t0 = time.perf_counter()
-    varied = list(range(args.varied_animals))
-    easy = list(range(100, 100 + args.easy_animals))
-    sessions = simulate_dataset("varied", animals=varied, sessions_per_animal=args.sessions, progress_bar=True)
-    sessions += simulate_dataset("easy", animals=easy, sessions_per_animal=args.sessions, progress_bar=True)
-    assert not set(varied + easy) & set(EVAL_ANIMALS)
-    corpus = [SpikeTrainSet(s.spike_times, s.duration) for s in sessions]
-    provenance = dict(
-        data="simulated Izhikevich populations (spikeinterface_neuronid.simulate)",
-        presets={"varied": varied, "easy": easy},
-        animals=varied + easy,
-        sessions_per_animal=args.sessions,
-        num_sessions=len(corpus),
-        num_units=int(sum(s.num_units for s in corpus)),
-        command=command,
+    corpus, provenance = simulate_corpus()
+    provenance["command"] = command
+    print(
+        f"corpus: {len(corpus)} sessions, {provenance['num_units']} units ({time.perf_counter() - t0:.0f} s)",
+        flush=True,
     )
-    bundle, history = pretrain(
-        corpus,
-        config=NuCLRConfig.cpu(),
-        steps=args.steps,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        name="neuronid-default-v1",
-        provenance=provenance,
+    score = ValidationScore()
+
+    if args.ablations:
+        summary = dict(command=command, steps=args.ablation_steps, seed=args.seed, models={})
+        for key, overrides in ABLATIONS.items():
+            if args.only and key not in args.only:
+                continue
+            t1 = time.perf_counter()
+            score.history = []
+            checkpoint = ABLATION_DIR / f".ablation-{key}.checkpoint.safetensors"
+            bundle, history = train(
+                corpus,
+                provenance,
+                NuCLRConfig.cpu(**overrides),
+                args.ablation_steps,
+                args,
+                f"neuronid-ablation-{key}",
+                checkpoint,
+                score,
+            )
+            path = bundle.save(ABLATION_DIR / f"ablation-{key}.safetensors")
+            checkpoint.unlink(missing_ok=True)
+            summary["models"][key] = dict(
+                file=str(path.relative_to(ROOT)),
+                sha256=bundle.sha256,
+                overrides=overrides,
+                num_parameters=bundle.num_parameters(),
+                seconds=round(time.perf_counter() - t1, 1),
+                checkpoints=score.history,
+                selected=bundle.provenance["training"]["selected_checkpoint"],
+            )
+            write_json(ABLATION_DIR / "ablations.json", summary)
+            print(f"wrote {path} in {(time.perf_counter() - t1) / 60:.1f} min", flush=True)
+        return
+
+    bundle, history = train(
+        corpus, provenance, NuCLRConfig.cpu(), args.steps, args, "neuronid-default-v2", args.checkpoint, score
     )
     seconds = time.perf_counter() - t0
-    scores = _evaluate(bundle, ("easy", "varied", "hard"))
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from fit_default_head import add_firing_type_head, write_calibration
-
+    scores = evaluate(bundle)
     head_info = add_firing_type_head(bundle, seed=args.seed)
     write_calibration(head_info, bundle.sha256)
 
@@ -251,6 +268,12 @@ def main() -> None:
     bundle.save(out / "neuronid-default.safetensors")
     losses = np.asarray(history["loss"])
     k = max(1, len(losses) // 10)
+    selection = dict(
+        validation_animals=list(VALIDATION_ANIMALS),
+        every=args.checkpoint_every,
+        selected=bundle.provenance["training"]["selected_checkpoint"],
+        history=score.history,
+    )
     write_json(
         out / "default_model_scores.json",
         dict(
@@ -261,12 +284,16 @@ def main() -> None:
             loss_first_10pct=float(losses[:k].mean()),
             loss_last_10pct=float(losses[-k:].mean()),
             train_seconds=seconds,
+            checkpoint_selection=selection,
             firing_type_head=head_info,
         ),
     )
-    with atomic_path(out / "MODEL_CARD.md") as tmp:
-        tmp.write_text(_model_card(bundle, scores, command, seconds, head_info))
-    print(f"wrote {out} (sha256 {bundle.sha256[:12]}…) in {(time.perf_counter() - t0) / 60:.1f} min")
+    write_card(out)
+    size = (out / "neuronid-default.safetensors").stat().st_size
+    assert size <= 10 * 1024 * 1024, size
+    print(
+        f"wrote {out} (sha256 {bundle.sha256[:12]}…, {size / 1e6:.2f} MB) in {(time.perf_counter() - t0) / 60:.1f} min"
+    )
 
 
 if __name__ == "__main__":

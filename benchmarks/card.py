@@ -1,0 +1,194 @@
+"""The default model's ``MODEL_CARD.md``, written from the model file and its measured scores.
+
+Used by ``train_default_model.py`` (after training) and ``fit_default_head.py`` (after refitting the head); every
+number comes from ``default_model_scores.json``, which those commands write.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _head_section(bundle, head_info: dict | None) -> str:
+    """The card's "firing_type head" section (empty when the model has no such head)."""
+    head = bundle.heads.get("firing_type")
+    if head is None or not head_info:
+        return ""
+    trained = ", ".join(f"`{p}` animals {a[0]}-{a[-1]}" for p, a in head_info["trained_on"].items())
+    zs = head_info["zero_shot"]
+    rows = "\n".join(
+        f"| {preset} | {s['macro_f1']:.3f} | {s['balanced_accuracy']:.3f} | {s['ece_before']:.3f} "
+        f"| {s['ece_after']:.3f} | {s['num_units']} |"
+        for preset, s in zs.items()
+    )
+    thresholds = [c["threshold"] for c in next(iter(zs.values()))["coverage_accuracy"]]
+    header = " | ".join(f"t = {t:g}" for t in thresholds)
+    cov_rows = "\n".join(
+        f"| {preset} | "
+        + " | ".join(
+            f"{c['coverage']:.2f} / {c['accuracy']:.2f}" if c["accuracy"] is not None else f"{c['coverage']:.2f} / -"
+            for c in s["coverage_accuracy"]
+        )
+        + " |"
+        for preset, s in zs.items()
+    )
+    counts = ", ".join(f"{c} {n}" for c, n in head_info["class_counts"].items())
+    return f"""
+## firing_type head
+
+The file holds one task head, `firing_type`, so that `neuronid_label_units(analyzer)` and
+`compute("neuron_embedding")` label units out of the box: classes {", ".join(head.classes)}, calibrated
+temperature {head.temperature:.3f}, abstention threshold {head.threshold:g} (units whose largest calibrated
+probability is below it are labelled `unknown`).
+
+- **Trained on:** the simulator's `cell_type` labels of {trained}, one session each
+  ({head_info["num_training_units"]} units: {counts}); these seeds are disjoint from pretraining and from the
+  evaluation animals. The encoder weights were not changed. Linear head: StandardScaler + class-balanced
+  logistic regression (C=1), temperature fitted on whole held-out animals ({head_info["num_calibration_units"]}
+  units; their ECE {head_info["calibration_ece_before"]:.3f} at T=1, {head_info["calibration_ece_after"]:.3f}
+  after).
+- **What the labels mean:** putative *electrophysiological firing classes* of the Izhikevich model (regular
+  spiking, intrinsically bursting, chattering, fast spiking, low-threshold spiking), read from spike trains
+  only. They are **not** transcriptomic or molecular cell types, and on real recordings they are a hypothesis
+  about firing behaviour learned from simulation, to be checked against your own ground truth (or replaced by
+  a head fitted on your own labels with `fit_head`).
+- **No brain-region head is shipped:** simulated region names (`region0`, ...) mean nothing on real data; fit
+  a region head on your own atlas-registered units with `fit_head`.
+- **Reproduce:** `{head_info["command"]}` (also run at the end of the pretraining command); results in
+  `benchmarks/results/calibration.json`.
+
+### Zero-shot scores of the head
+
+The head's own predictions (no probe refit, no abstention) on all units of the evaluation animals
+{head_info["eval_animals"]}, which neither pretraining nor the head saw. ECE: expected calibration error of the
+top label (10 bins), before (T=1) and after temperature scaling.
+
+| simulator preset | macro-F1 | balanced acc. | ECE, T=1 | ECE, calibrated | units |
+|---|---|---|---|---|---|
+{rows}
+
+### Coverage / accuracy when abstaining
+
+Fraction of units labelled (calibrated probability >= t) / accuracy on those units.
+
+| simulator preset | {header} |
+|---|{"---|" * len(thresholds)}
+{cov_rows}
+"""
+
+
+def _architecture(bundle) -> str:
+    cfg = bundle.config
+    if getattr(cfg, "context", "window") != "span":
+        return (
+            f"window context: dim {cfg.dim}, {cfg.num_heads} heads, {cfg.temporal_layers} temporal + "
+            f"{cfg.spatiotemporal_layers} spatiotemporal blocks"
+        )
+    channels = [
+        name
+        for name, on in (
+            ("fine-timescale", cfg.fine_channel),
+            ("relational", cfg.relational),
+            ("waveform", cfg.waveform_channel),
+        )
+        if on
+    ]
+    return (
+        f"span context: dim {cfg.dim}, {cfg.num_heads} heads, {cfg.temporal_layers} temporal block(s) over "
+        f"{cfg.window_tokens * cfg.token_bins * cfg.bin_s:g} s windows of {cfg.bin_s * 1000:g} ms bins, "
+        f"{cfg.relational_layers} relational blocks across units (edge width {cfg.edge_dim}, lags ±"
+        f"{cfg.max_lag_bins * cfg.bin_s * 1000:g} ms), channels: {', '.join(channels) or 'none'}; spans of "
+        f"{cfg.chunk_s:g}-{cfg.max_span_s:g} s"
+    )
+
+
+def model_card(
+    bundle,
+    scores: dict,
+    command: str,
+    seconds: float,
+    head_info: dict | None,
+    selection: dict | None,
+    eval_animals,
+    validation_animals,
+) -> str:
+    """The markdown model card of the default model."""
+    prov = bundle.provenance
+    training = prov.get("training", {})
+    rows = "\n".join(
+        f"| {preset} | {s['cell_type']['macro_f1']:.3f} | {s['cell_type']['balanced_accuracy']:.3f} "
+        f"| {s['brain_region']['macro_f1']:.3f} | {s['cell_type']['num_test_units']} |"
+        for preset, s in scores.items()
+    )
+    presets = ", ".join(f"`{p}` animals {a[0]}-{a[-1]}" for p, a in prov.get("presets", {}).items() if a)
+    chosen = (selection or {}).get("selected") or {}
+    selected = (
+        f"checkpoint of step {chosen['step']} (validation score {chosen['score']:.3f}), chosen every "
+        f"{selection['every']} steps on validation animals {list(validation_animals)}"
+        if chosen
+        else "last step"
+    )
+    return f"""# Model card: {bundle.name}
+
+- **Method:** `{bundle.method}` (NuCLR-style population-context contrastive model), {_architecture(bundle)};
+  {bundle.num_parameters():,} parameters.
+- **File:** `neuronid-default.safetensors`, SHA-256 of the weights and heads `{bundle.sha256}`,
+  created {bundle.created} with spikeinterface-neuronid {bundle.package_version}.
+- **Training data:** {prov.get("data")}: {presets}; {prov.get("sessions_per_animal")} session per animal of
+  {prov.get("duration_s", "?")} s, {prov.get("num_sessions")} sessions, {prov.get("num_units")} units. Self-supervised
+  only: no label was read.
+- **Training:** {training.get("steps", "?")} steps, batch {training.get("batch_size", "?")} view pairs of up to
+  {training.get("max_units", "?")} units, seed {training.get("seed", "?")}; {selected};
+  {seconds / 60:.0f} min on a 2-core CPU (simulation included).
+- **Reproduce:** `{command.strip()}`
+
+## Measured zero-shot scores
+
+Inductive zero-shot: the evaluation animals {list(eval_animals)} were never seen in pretraining. A linear
+probe (StandardScaler + class-balanced logistic regression, C=1) is trained on the units of animals
+{list(eval_animals[:-1])} and tested on animal {eval_animals[-1]}; chance is 0.2 for the five cell types and
+0.33 for the three regions. Produced by the command above, not typed by hand. The benchmark
+(`benchmarks/results/benchmark/results.md`) compares this model with the baselines on more animals, with
+intervals.
+
+| simulator preset | cell type macro-F1 | cell type balanced acc. | brain region macro-F1 | test units |
+|---|---|---|---|---|
+{rows}
+
+## Intended use and limits
+
+- The embedding encodes each unit's firing identity in its population context: its own 1 ms spike-time
+  statistics (and waveform, when the analyzer has `templates`), how it co-fluctuates with the other units
+  (lagged correlations over the whole recording, in spans of up to {bundle.config.max_span_s:g} s) and its 20 ms
+  activity. It was trained on simulated Izhikevich populations only; on real recordings, fine-tune it
+  self-supervised on your own sortings (`neuronid pretrain ANALYZER ... --init default`) and fit probes on your
+  own labels.
+- Simulated cell types (RS, IB, CH, FS, LTS) are electrophysiological firing classes, not transcriptomic
+  types; simulated region names carry no meaning on real data.
+- Spike pairs of two units closer than 1 ms are ignored by the relational channel (duplicate units and sorting
+  artefacts); recordings much shorter than a minute give noisier relational statistics.
+{_head_section(bundle, head_info)}"""
+
+
+def write_card(out: Path, eval_animals, validation_animals) -> None:
+    """Rewrite ``MODEL_CARD.md`` from the model file and ``default_model_scores.json`` in ``out`` (atomically)."""
+    from spikeinterface_neuronid._io import atomic_path
+    from spikeinterface_neuronid.bundle import ModelBundle
+
+    bundle = ModelBundle.load(out / "neuronid-default.safetensors")
+    saved = json.loads((out / "default_model_scores.json").read_text())
+    if saved["sha256"] != bundle.sha256:
+        raise ValueError("default_model_scores.json does not describe this model file; retrain instead")
+    text = model_card(
+        bundle,
+        saved["scores"],
+        saved["command"],
+        saved["train_seconds"],
+        saved.get("firing_type_head"),
+        saved.get("checkpoint_selection"),
+        eval_animals,
+        validation_animals,
+    )
+    with atomic_path(out / "MODEL_CARD.md") as tmp:
+        tmp.write_text(text)
