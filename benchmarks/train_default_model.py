@@ -10,7 +10,7 @@
    disjoint from the benchmark's (0-7), the demo / evaluation animals (1000-1003), the head-training animals
    (200-207) and the validation animals (2900-2901).
 2. Pretrains the span-context NuCLR ``cpu()`` config self-supervised (no label is read): two non-overlapping
-   spans per view pair, views of up to 256 units (so 50-100 % unit dropout, not a cap, sets their size),
+   spans per view pair, views of up to 160 units (50-100 % unit dropout of 60-270 active units),
    10 % of pairs with only 2-10 units, half of the views without waveforms.
 3. Every ``--checkpoint-every`` steps, scores the model on the validation animals (a linear probe trained on
    one validation animal and tested on the other, both ways, cell type and region, averaged over presets) and
@@ -164,6 +164,7 @@ def train(corpus, provenance, config, steps, args, name, checkpoint, score):
         init=init,
         steps=steps,
         batch_size=args.batch_size,
+        max_units=args.max_units,
         lr=args.lr,
         warmup_steps=min(200, steps // 10),
         seed=args.seed,
@@ -189,6 +190,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000, help="training steps of the shipped model")
     parser.add_argument("--batch-size", type=int, default=8, help="view pairs per step")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
+    parser.add_argument("--max-units", type=int, default=160, help="units per training view (after unit dropout)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (1: two runs share 2 cores without OpenMP stalls)"
