@@ -139,8 +139,8 @@ def find_nwb_files(inputs: Sequence[str | Path], exclude: str | Path | None = No
     return list(unique.values())
 
 
-def _units_summary(path: Path) -> dict:
-    """Open the file read-only and check that its Units table can be embedded."""
+def _units_summary(path: Path, check_annotated: bool = True) -> dict:
+    """Open the file read-only and check that its Units table can be embedded (and, by default, is not annotated)."""
     from .nwb import EMBEDDING_COLUMN, MODEL_RECORD_NAME, _nwb_io
 
     with _nwb_io(path, "r", load_namespaces=True) as io:
@@ -152,7 +152,7 @@ def _units_summary(path: Path) -> dict:
             )
         if "spike_times" not in units.colnames:
             raise NWBAnnotateError("the Units table has no spike_times column, so there are no spikes to embed")
-        if EMBEDDING_COLUMN in units.colnames or MODEL_RECORD_NAME in nwbfile.lab_meta_data:
+        if check_annotated and (EMBEDDING_COLUMN in units.colnames or MODEL_RECORD_NAME in nwbfile.lab_meta_data):
             raise NWBAnnotateError(
                 f"the file is already annotated (it has a Units column {EMBEDDING_COLUMN!r} or a "
                 f"'{MODEL_RECORD_NAME}' record); annotate the original file instead"
@@ -247,17 +247,47 @@ def annotate_nwb_file(
     FileExistsError
         ``output`` exists and ``overwrite`` is False.
     """
-    import spikeinterface.core as si
-    from spikeinterface.extractors import read_nwb_sorting
-
     from . import extension  # noqa: F401  (registers the extension)
     from .nwb import _check_output_path, write_embeddings_to_nwb
 
     source, output = Path(source), Path(output)
     if not source.exists():
         raise FileNotFoundError(f"NWB file not found: {source}")
+    if output.exists() and not overwrite:  # in the terms of both the command line and the Python API
+        raise FileExistsError(f"{output} exists; pass --overwrite (overwrite=True in Python) to replace it")
     _check_output_path(output, overwrite)  # fail before the (slow) embedding
-    info = _units_summary(source)
+    analyzer, t_start, duration = _nwb_analyzer(source, sampling_frequency)
+    job_kwargs = dict(progress_bar=False)
+    if n_jobs is not None:
+        job_kwargs["n_jobs"] = n_jobs
+    cov = _file_covariates(source, model, covariates, t_start=t_start, duration=duration)
+    cov_kwargs = {} if cov is None else dict(covariates=cov.values, covariate_rate_hz=cov.rate_hz)
+    ext = analyzer.compute(
+        "neuron_embedding", model=str(model), batch_size=batch_size, device=device, **cov_kwargs, **job_kwargs
+    )
+    if cov is not None:  # provenance in the model record: which channels of the file were the covariates
+        summary = dict(ext.params["covariates"], source=f"{source.name}: {', '.join(cov.channels)}")
+        ext.params = {**ext.params, "covariates": summary}
+    write_embeddings_to_nwb(analyzer, source, output, overwrite=overwrite)
+    return analyzer.get_num_units()
+
+
+def _nwb_analyzer(source: Path, sampling_frequency: float | None, check_annotated: bool = True):
+    """An in-memory analyzer of the Units table of ``source`` (no recording data is read).
+
+    Returns
+    -------
+    analyzer : SortingAnalyzer
+        Units of the file, on a lazy one-channel placeholder recording that fixes the duration.
+    t_start : float
+        Time (s) of the first frame: ``min(0, first spike)``.
+    duration : float
+        Seconds spanned by the analyzer.
+    """
+    import spikeinterface.core as si
+    from spikeinterface.extractors import read_nwb_sorting
+
+    info = _units_summary(source, check_annotated=check_annotated)
     fs = _sampling_frequency(info["resolution"], sampling_frequency)
     # The frame grid starts at min(0, first spike): spike times before 0 (allowed in NWB) stay representable.
     t_start = min(0.0, info["t_min"])
@@ -276,19 +306,7 @@ def annotate_nwb_file(
         sparse=False,
         main_channel_indices=np.zeros(sorting.get_num_units(), dtype=int),
     )
-    job_kwargs = dict(progress_bar=False)
-    if n_jobs is not None:
-        job_kwargs["n_jobs"] = n_jobs
-    cov = _file_covariates(source, model, covariates, t_start=t_start, duration=num_samples / fs)
-    cov_kwargs = {} if cov is None else dict(covariates=cov.values, covariate_rate_hz=cov.rate_hz)
-    ext = analyzer.compute(
-        "neuron_embedding", model=str(model), batch_size=batch_size, device=device, **cov_kwargs, **job_kwargs
-    )
-    if cov is not None:  # provenance in the model record: which channels of the file were the covariates
-        summary = dict(ext.params["covariates"], source=f"{source.name}: {', '.join(cov.channels)}")
-        ext.params = {**ext.params, "covariates": summary}
-    write_embeddings_to_nwb(analyzer, source, output, overwrite=overwrite)
-    return analyzer.get_num_units()
+    return analyzer, t_start, num_samples / fs
 
 
 def _file_covariates(source: Path, model, covariates, *, t_start: float, duration: float):
@@ -454,11 +472,11 @@ def annotate_command(
         print(f"neuronid annotate: {err}", file=sys.stderr)
         return 2
     failed = [r for r in results if not r.ok]
-    for r in results:
+    for r in results:  # in processing order; flushed so that stdout and stderr lines interleave in that order
         if r.ok:
-            print(f"{r.source} -> {r.output} ({r.num_units} units, {r.seconds:.1f} s)")
-    for r in failed:
-        print(f"FAILED {r.source}: {r.error}", file=sys.stderr)
+            print(f"{r.source} -> {r.output} ({r.num_units} units, {r.seconds:.1f} s)", flush=True)
+        else:
+            print(f"FAILED {r.source}: {r.error}", file=sys.stderr, flush=True)
     print(
         f"annotated {len(results) - len(failed)} of {len(results)} file(s) into {output_folder} "
         f"in {time.perf_counter() - t0:.1f} s" + (f"; {len(failed)} failed (see above)" if failed else "")

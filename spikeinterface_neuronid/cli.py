@@ -1,16 +1,17 @@
-"""Command line: ``neuronid demo``, ``neuronid pretrain``, ``neuronid annotate`` and ``neuronid benchmark``."""
+"""Command line: ``neuronid demo``, ``pretrain``, ``benchmark``, ``annotate`` and ``label`` (:func:`build_parser`)."""
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["main", "run_demo", "DEMO_ANIMALS"]
+__all__ = ["main", "build_parser", "run_demo", "DEMO_ANIMALS"]
 
 #: Task name of the head the demo fits on the labelled animals (the labelling workflow).
 WORKFLOW_TASK = "cell_type"
@@ -126,9 +127,7 @@ def run_demo(
     ok = np.all(np.isfinite(x), axis=1)
     plot_embedding_map(x[ok], y[ok], ax=axes[0], title=f"All {ok.sum()} units, true type")
     test_ok = ok & test
-    plot_embedding_map(
-        x[test_ok], result.predictions, ax=axes[1], title=f"Animal {animals[-1]}, predicted type"
-    )
+    plot_embedding_map(x[test_ok], result.predictions, ax=axes[1], title=f"Animal {animals[-1]}, predicted type")
     fig.suptitle(f"neuron_embedding ({bundle.name}), simulated '{preset}' animals never seen in pretraining")
     figure = save_figure(fig, output / "embedding_map.png")
     plt.close(fig)
@@ -254,9 +253,6 @@ def _pretrain_command(args: argparse.Namespace) -> int:
     else:
         import spikeinterface.core as si
 
-        if not args.inputs:
-            print("give analyzer folders to pretrain on, or --simulated PRESET", file=sys.stderr)
-            return 2
         import spikeinterface_neuronid  # noqa: F401
 
         analyzers = [si.load_sorting_analyzer(p, load_extensions=False) for p in args.inputs]
@@ -301,76 +297,292 @@ def _pretrain_command(args: argparse.Namespace) -> int:
 def _benchmark_command(args: argparse.Namespace) -> int:
     from .benchmark import run_benchmark, settings_from_args
 
-    settings = settings_from_args(
-        args.quick,
-        presets=tuple(args.presets) if args.presets else None,
-        transductive_seeds=tuple(args.seeds) if args.seeds else None,
-        test_animals=tuple(args.test_animals) if args.test_animals else None,
-        methods=tuple(args.methods) if args.methods else None,
+    options = dict(
+        presets="--presets", transductive_seeds="--seeds", test_animals="--test-animals", methods="--methods"
     )
     try:
-        run_benchmark(args.output, settings, command="neuronid " + " ".join(args.argv), progress_bar=not args.no_progress)
+        settings = settings_from_args(
+            args.quick,
+            presets=tuple(args.presets) if args.presets else None,
+            transductive_seeds=tuple(args.seeds) if args.seeds else None,
+            test_animals=tuple(args.test_animals) if args.test_animals else None,
+            methods=tuple(args.methods) if args.methods else None,
+        )
+    except ValueError as err:
+        print(f"neuronid benchmark: {_cli_terms(str(err), options)}", file=sys.stderr)
+        return 2
+    try:
+        run_benchmark(
+            args.output, settings, command="neuronid " + " ".join(args.argv), progress_bar=not args.no_progress
+        )
     except (RuntimeError, FileNotFoundError) as err:
         print(f"neuronid benchmark: {err}", file=sys.stderr)
         return 1
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``neuronid`` console script."""
-    parser = argparse.ArgumentParser(prog="neuronid", description="Neuron identity from population spiking activity.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _positive(kind: type) -> Callable[[str], float | int]:
+    """argparse type: a positive ``kind`` (int or float), with an error in the option's terms."""
 
-    demo = sub.add_parser("demo", help="simulate held-out animals, embed, and predict cell types of an unseen one")
-    demo.add_argument("-o", "--output", default="neuronid_demo_output", help="output folder")
-    demo.add_argument("--preset", default="easy", help="simulator preset (default: easy)")
-    demo.add_argument("--model", default="default", help="model file (default: the shipped model)")
-    demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
+        if not np.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
 
-    pre = sub.add_parser("pretrain", help="self-supervised pretraining of an embedding model")
-    pre.add_argument("inputs", nargs="*", help="SortingAnalyzer folders to pretrain on")
-    pre.add_argument("--simulated", metavar="PRESET", help="pretrain on simulated animals of this preset instead")
-    pre.add_argument("--animals", type=_parse_range, default=list(range(16)), help="simulated animal seeds, e.g. 0-15")
-    pre.add_argument("--sessions", type=int, default=2, help="simulated sessions per animal")
-    pre.add_argument("--num-neurons", type=int, help="simulated neurons per session (default: the preset's)")
-    pre.add_argument("--duration-s", type=float, help="simulated seconds per session (default: the preset's)")
-    pre.add_argument("--method", default="nuclr")
-    pre.add_argument("--config", default="cpu", help="config preset of the method: cpu or paper")
-    pre.add_argument("--init", help="model to fine-tune from ('default' or a path)")
-    pre.add_argument("--steps", type=int, default=2000)
-    pre.add_argument("--batch-size", type=int, default=8)
-    pre.add_argument("--lr", type=float, default=1e-3)
-    pre.add_argument("--seed", type=int, default=0)
-    pre.add_argument("--device", default="cpu")
-    pre.add_argument("--name", default="neuronid-model")
-    pre.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
 
-    bench = sub.add_parser("benchmark", help="NuCLR's three protocols: our models against the baselines, one table")
-    bench.add_argument("-o", "--output", default="neuronid_benchmark_output", help="output folder")
-    bench.add_argument("--quick", action="store_true", help="tiny smoke run of the protocol wiring (< 3 min)")
-    bench.add_argument("--presets", nargs="+", help="simulator presets (default: easy hard varied)")
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _cli_terms(message: str, names: dict[str, str]) -> str:
+    """``message`` with Python parameter names replaced by the command-line options that set them."""
+    for python_name, option in names.items():
+        message = re.sub(rf"\b{re.escape(python_name)}\b", option, message)
+    return message
+
+
+#: Help text of --model (demo, annotate, label).
+_MODEL_HELP = "'default' or the path of a .safetensors model file"
+#: How --model's default reads in the help.
+_MODEL_DEFAULT = "(default: 'default', the model shipped with the package)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``neuronid`` argument parser: subcommands demo, pretrain, benchmark, annotate and label.
+
+    Every option's help text states its default (``tests/test_cli_help.py`` walks the parser to check it).
+    """
+    from . import __version__
+    from .methods import METHODS
+    from .simulate import PRESETS
+
+    presets = sorted(PRESETS)
+    parser = argparse.ArgumentParser(
+        prog="neuronid",
+        description="Neuron identity (cell type) of spike-sorted units, from population spiking activity.",
+        epilog="Run 'neuronid <command> --help' for the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=description)
+
+    no_progress = "hide the progress bars (default: shown)"
+
+    demo = command(
+        "demo",
+        "simulate held-out animals, embed, and predict cell types of an unseen one",
+        "Simulate animals the default model never saw, embed their units and predict the cell types of the last "
+        "one (linear probe, the model's firing_type head, and a head fitted and saved in the run).",
+    )
+    demo.add_argument("-o", "--output", default="neuronid_demo_output", help="output folder (default: %(default)s)")
+    demo.add_argument(
+        "--preset", default="easy", choices=presets, help="simulator preset of the animals (default: %(default)s)"
+    )
+    demo.add_argument("--model", default="default", help=f"{_MODEL_HELP} {_MODEL_DEFAULT}")
+    demo.add_argument("--no-progress", action="store_true", help=no_progress)
+
+    pre = command(
+        "pretrain",
+        "self-supervised pretraining of an embedding model",
+        "Pretrain (or, with --init, fine-tune) an embedding model on SortingAnalyzer folders or simulated animals, "
+        "and write it as a .safetensors file with a model card (.md) next to it.",
+    )
+    pre.add_argument(
+        "inputs",
+        nargs="*",
+        help="SortingAnalyzer folders to pretrain on (default: none; then --simulated is required)",
+    )
+    pre.add_argument(
+        "--simulated",
+        metavar="PRESET",
+        choices=presets,
+        help=f"pretrain on simulated animals of this preset ({', '.join(presets)}) instead of inputs "
+        "(default: none)",
+    )
+    pre.add_argument(
+        "--animals",
+        type=_parse_range,
+        default=list(range(16)),
+        help="simulated animal seeds, e.g. 0-15 or 0,3,7 (default: 0-15)",
+    )
+    pre.add_argument(
+        "--sessions", type=_positive(int), default=2, help="simulated sessions per animal (default: %(default)s)"
+    )
+    pre.add_argument("--num-neurons", type=_positive(int), help="simulated neurons per session (default: the preset's)")
+    pre.add_argument(
+        "--duration-s", type=_positive(float), help="simulated seconds per session (default: the preset's)"
+    )
+    pre.add_argument(
+        "--method", default="nuclr", choices=sorted(METHODS), help="self-supervised method (default: %(default)s)"
+    )
+    pre.add_argument(
+        "--config",
+        default="cpu",
+        help="config preset of the method: cpu or paper, or window for nuclr (default: %(default)s); ignored "
+        "with --init, which keeps the model's config",
+    )
+    pre.add_argument(
+        "--init", help="model to fine-tune from: 'default' or a model path (default: none, random weights)"
+    )
+    pre.add_argument("--steps", type=_positive(int), default=2000, help="optimiser steps (default: %(default)s)")
+    pre.add_argument(
+        "--batch-size",
+        type=_positive(int),
+        default=8,
+        help="view pairs per step, per process under torchrun (default: %(default)s)",
+    )
+    pre.add_argument(
+        "--lr", type=_positive(float), default=1e-3, help="peak learning rate of AdamW (default: %(default)s)"
+    )
+    pre.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        default=0,
+        help="seed of initialisation, sampling and dropout (default: %(default)s)",
+    )
+    pre.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: %(default)s)")
+    pre.add_argument("--name", default="neuronid-model", help="model name stored in the file (default: %(default)s)")
+    pre.add_argument("-o", "--output", required=True, help="model file to write (.safetensors); required, no default")
+
+    bench = command(
+        "benchmark",
+        "NuCLR's three protocols: our models against the baselines, one table",
+        "Run NuCLR's inductive zero-shot, transductive zero-shot and transductive protocols on simulated presets: "
+        "the shipped model, its ablations and the baselines, with bootstrap intervals and verdicts.",
+    )
+    bench.add_argument(
+        "-o", "--output", default="neuronid_benchmark_output", help="output folder (default: %(default)s)"
+    )
+    bench.add_argument(
+        "--quick", action="store_true", help="tiny smoke run of the protocol wiring (default: off, the full run)"
+    )
+    bench.add_argument("--presets", nargs="+", choices=presets, help="simulator presets (default: easy hard varied)")
     bench.add_argument("--seeds", nargs="+", type=int, help="seeds of the transductive unit splits (default: 0 1 2)")
     bench.add_argument(
         "--test-animals", nargs="+", type=int, help="animals held out in turn (default: every animal, leave-one-out)"
     )
-    bench.add_argument("--methods", nargs="+", help="subset of methods, by their table names")
-    bench.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    bench.add_argument(
+        "--methods", nargs="+", help="subset of the table's methods, by their row names (default: all of them)"
+    )
+    bench.add_argument("--no-progress", action="store_true", help=no_progress)
 
-    ann = sub.add_parser("annotate", help="embed and label the units of NWB files; write annotated copies")
+    ann = command(
+        "annotate",
+        "embed and label the units of NWB files; write annotated copies",
+        "Embed and label the units of NWB files (and DANDI trees of them) and write annotated copies with the "
+        "ndx-neuron-embedding columns; the sources are only read.",
+    )
     ann.add_argument("inputs", nargs="+", help="NWB files (.nwb, .nwb.zarr) or folders, searched recursively")
-    ann.add_argument("-o", "--output", required=True, help="folder for the annotated copies (paths mirrored)")
-    ann.add_argument("--model", default="default", help="model file (default: the shipped model)")
-    ann.add_argument("--sampling-frequency", type=float, help="Hz, when a file has no units resolution (30000)")
-    ann.add_argument("--overwrite", action="store_true", help="replace existing annotated copies")
-    ann.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    ann.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="folder for the annotated copies, paths mirrored; required, no default",
+    )
+    ann.add_argument("--model", default="default", help=f"{_MODEL_HELP} {_MODEL_DEFAULT}")
+    ann.add_argument(
+        "--sampling-frequency",
+        type=_positive(float),
+        metavar="HZ",
+        help="frame rate for files whose Units table has no resolution (default: 1 / resolution, else 30000)",
+    )
+    ann.add_argument(
+        "--overwrite", action="store_true", help="replace existing annotated copies (default: off, such files fail)"
+    )
+    ann.add_argument("--no-progress", action="store_true", help="hide the progress bar (default: shown)")
 
+    lab = command(
+        "label",
+        "label the clusters of Kilosort/phy folders, analyzers or NWB files; write phy TSV columns",
+        "For every task head of the model, write cluster_neuronid_<task>.tsv (cluster_id, neuronid_<task>, "
+        "neuronid_<task>_probability), which phy shows as columns. Phy folders get the files themselves and "
+        "are otherwise left untouched; analyzers and NWB files need -o. A failing input is reported as FAILED and "
+        "the others are still labelled (exit code 1).",
+    )
+    lab.add_argument(
+        "inputs",
+        nargs="+",
+        help="Kilosort/phy folders (spike_times.npy, params.py), SortingAnalyzer folders (binary or .zarr) or NWB "
+        "files (.nwb, .nwb.zarr)",
+    )
+    lab.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="write the TSVs into OUT/<input name>/ (default: none: into each phy folder itself; required for "
+        "analyzer and NWB inputs)",
+    )
+    lab.add_argument("--model", default="default", help=f"{_MODEL_HELP} with task heads {_MODEL_DEFAULT}")
+    lab.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the cluster_neuronid_*.tsv files of an earlier run (default: off, such inputs fail)",
+    )
+    lab.add_argument(
+        "--sampling-frequency",
+        type=_positive(float),
+        metavar="HZ",
+        help="sampling rate of spike_times.npy for phy folders without params.py, and frame rate for NWB files "
+        "without a Units resolution (default: params.py's sample_rate; for NWB 1 / resolution, else 30000)",
+    )
+    lab.add_argument(
+        "--save-to-analyzer",
+        action="store_true",
+        help="analyzer inputs: also save the neuron_embedding extension and <task>_label / <task>_probability "
+        "sorting properties into the analyzer (default: off, analyzers are only read)",
+    )
+    lab.add_argument("--no-progress", action="store_true", help=no_progress)
+    return parser
+
+
+def _check_model_option(parser: argparse.ArgumentParser, model: str, option: str = "--model") -> None:
+    """Exit with a usage error naming ``option`` when ``model`` cannot be loaded."""
+    from .inference import resolve_model
+
+    try:
+        resolve_model(model)
+    except (FileNotFoundError, ValueError, OSError) as err:
+        parser.error(f"{option} {model}: {err}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``neuronid`` console script."""
+    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv
+    commands = {action.dest: action for action in parser._actions if isinstance(action, argparse._SubParsersAction)}
+    subparser = commands["command"].choices[args.command]
     if args.command == "demo":
+        _check_model_option(subparser, args.model)
         metrics = run_demo(args.output, preset=args.preset, model=args.model, progress_bar=not args.no_progress)
         return 0 if np.isfinite(metrics["macro_f1"]) else 1
     if args.command == "pretrain":
+        if not args.simulated and not args.inputs:
+            subparser.error("give SortingAnalyzer folders to pretrain on, or --simulated PRESET")
+        if args.init:
+            _check_model_option(subparser, args.init, "--init")
+        else:
+            from .methods import get_method
+
+            config_class = get_method(args.method).Config
+            if not callable(getattr(config_class, args.config, None)):
+                subparser.error(f"--config {args.config}: not a config preset of --method {args.method}")
         return _pretrain_command(args)
     if args.command == "benchmark":
         return _benchmark_command(args)
@@ -383,6 +595,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             model=args.model,
             sampling_frequency=args.sampling_frequency,
             overwrite=args.overwrite,
+            progress_bar=not args.no_progress,
+        )
+    if args.command == "label":
+        from .phy import label_command
+
+        _check_model_option(subparser, args.model)
+        return label_command(
+            args.inputs,
+            args.output,
+            model=args.model,
+            overwrite=args.overwrite,
+            sampling_frequency=args.sampling_frequency,
+            save_to_analyzer=args.save_to_analyzer,
             progress_bar=not args.no_progress,
         )
     return 2
