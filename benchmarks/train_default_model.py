@@ -30,6 +30,7 @@ summary: the rows the benchmark compares at equal training budget.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -226,7 +227,12 @@ def main() -> None:
     score = ValidationScore()
 
     if args.ablations:
+        summary_path = ABLATION_DIR / "ablations.json"
         summary = dict(command=command, steps=args.ablation_steps, seed=args.seed, models={})
+        if args.only and summary_path.is_file():  # keep the rows of the models not retrained now
+            previous = json.loads(summary_path.read_text())
+            if previous.get("steps") == args.ablation_steps and previous.get("seed") == args.seed:
+                summary["models"] = {k: v for k, v in previous["models"].items() if k not in args.only}
         for key, overrides in ABLATIONS.items():
             if args.only and key not in args.only:
                 continue
@@ -254,7 +260,7 @@ def main() -> None:
                 checkpoints=score.history,
                 selected=bundle.provenance["training"]["selected_checkpoint"],
             )
-            write_json(ABLATION_DIR / "ablations.json", summary)
+            write_json(summary_path, summary)
             print(f"wrote {path} in {(time.perf_counter() - t1) / 60:.1f} min", flush=True)
         return
 

@@ -141,11 +141,16 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
     -------
     embedding : np.ndarray
         float32 array ``(num_units, dim)``, rows in ``sorting_analyzer.unit_ids`` order. Units that
-        never fire in a full window (e.g. silent units) get a row of NaN and ``embedded == False``.
+        cannot be embedded get a row of NaN and ``embedded == False``: with the default (span-context) model,
+        units with fewer than ``min_span_spikes`` (3) spikes in every span of the recording; with a
+        window-context model, units that never fire in a full 10 s window.
 
     Notes
     -----
-    Data keys: ``embedding``, ``num_windows`` (windows averaged per unit) and ``embedded`` (bool).
+    Data keys: ``embedding``, ``num_windows`` (10 s windows averaged per unit: those of the spans it took part
+    in, for a span-context model) and ``embedded`` (bool). When the analyzer has a computed ``templates``
+    extension, each unit's peak-channel template feeds the model's waveform channel (models without one ignore
+    it); compute ``templates`` before ``neuron_embedding`` to use them.
 
     If the model has task heads (:func:`~spikeinterface_neuronid.heads.fit_head`,
     :meth:`~spikeinterface_neuronid.bundle.ModelBundle.add_head`), each task adds ``<task>_label`` (fixed-width
