@@ -78,6 +78,20 @@ Fraction of units labelled (calibrated probability >= t) / accuracy on those uni
 """
 
 
+def _continuation(continued_from: dict | None) -> str:
+    """The card's words for a run continued (``--resume``) from an earlier run's checkpoint."""
+    if not continued_from:
+        return ""
+    before = continued_from.get("steps_before")
+    text = (
+        f"; continued (new warm-up and cosine schedule) from checkpoint `{continued_from['checkpoint_sha256'][:12]}…`"
+        f" of `{continued_from['command']}`"
+    )
+    if before is None:
+        return text + ", trained for an unrecorded number of steps before"
+    return text + f", which had trained {before} steps before: {before + continued_from['steps']} steps in all"
+
+
 def _architecture(bundle) -> str:
     cfg = bundle.config
     if getattr(cfg, "context", "window") != "span":
@@ -112,6 +126,7 @@ def model_card(
     selection: dict | None,
     eval_animals,
     validation_animals,
+    continued_from: dict | None = None,
 ) -> str:
     """The markdown model card of the default model."""
     prov = bundle.provenance
@@ -140,7 +155,7 @@ def model_card(
   only: no label was read.
 - **Training:** {training.get("steps", "?")} steps, batch {training.get("batch_size", "?")} view pairs of up to
   {training.get("max_units", "?")} units, seed {training.get("seed", "?")}; {selected};
-  {seconds / 60:.0f} min on a 2-core CPU (simulation included).
+  {seconds / 60:.0f} min on a 2-core CPU (simulation included){_continuation(continued_from)}.
 - **Reproduce:** `{command.strip()}`
 
 ## Measured zero-shot scores
@@ -189,6 +204,7 @@ def write_card(out: Path, eval_animals, validation_animals) -> None:
         saved.get("checkpoint_selection"),
         eval_animals,
         validation_animals,
+        saved.get("continued_from"),
     )
     with atomic_path(out / "MODEL_CARD.md") as tmp:
         tmp.write_text(text)

@@ -179,6 +179,19 @@ def train(corpus, provenance, config, steps, args, name, checkpoint, score):
     )
 
 
+def _continued_from(bundle, args) -> dict | None:
+    """Provenance of a ``--resume`` run: the checkpoint it started from and how far that had been trained."""
+    init = bundle.provenance.get("training", {}).get("init")
+    if not args.resume or init is None:
+        return None
+    return dict(
+        checkpoint_sha256=init["sha256"],
+        steps_before=args.steps_before,
+        command=args.resumed_command,
+        steps=args.steps,
+    )
+
+
 def write_card(out: Path) -> None:
     """Rewrite ``MODEL_CARD.md`` from the model file and ``default_model_scores.json`` in ``out``."""
     from card import write_card as _write_card
@@ -203,6 +216,17 @@ def main() -> None:
         help="where the latest checkpoint is written",
     )
     parser.add_argument("--resume", action="store_true", help="start from --checkpoint's weights if it exists")
+    parser.add_argument(
+        "--steps-before",
+        type=int,
+        default=None,
+        help="with --resume: the steps the checkpoint had been trained for (recorded in the model card)",
+    )
+    parser.add_argument(
+        "--resumed-command",
+        default="python benchmarks/train_default_model.py",
+        help="with --resume: the command that wrote the checkpoint (recorded in the model card)",
+    )
     parser.add_argument("--output-dir", default=str(MODEL_DIR))
     parser.add_argument("--ablations", action="store_true", help="train the benchmark's ablation models instead")
     parser.add_argument("--ablation-steps", type=int, default=800, help="training steps of each ablation model")
@@ -294,6 +318,7 @@ def main() -> None:
             train_seconds=seconds,
             checkpoint_selection=selection,
             firing_type_head=head_info,
+            continued_from=_continued_from(bundle, args),
         ),
     )
     write_card(out)
