@@ -543,14 +543,15 @@ def _remove_coincidences(times, t0, t1, k0, nbins, spec, out_pairs) -> None:
     in_chunk = (bins >= 0) & (bins < nbins)
     flat = []
     num_lags = 2 * lag + 1
+    # spike p's partners are p + 1, p + 2, ... while within w; once t[p + shift] - t[p] > w, no later
+    # shift can be close again (times are sorted), so only the still-close spikes are carried on
+    active = np.arange(t_all.size - 1)
     shift = 1
-    while shift < t_all.size:
-        p = np.arange(t_all.size - shift)
-        q = p + shift
-        close = t_all[q] - t_all[p] <= w + 1e-12
-        if not close.any():
-            break
-        p, q = p[close], q[close]
+    while active.size:
+        q = active + shift
+        close = t_all[q] - t_all[active] <= w + 1e-12
+        p, q = active[close], q[close]
+        active = p[p + shift + 1 < t_all.size]
         other = u_all[p] != u_all[q]
         p, q = p[other], q[other]
         d = bins[q] - bins[p]

@@ -65,6 +65,33 @@ def test_coincident_spikes_of_duplicate_units_are_removed():
     assert abs(removed) < 0.1
 
 
+def test_coincidence_removal_counts_every_close_pair_exactly():
+    """Bursts of up to 4 units within 1 ms (partners several spikes apart in time order), against brute force."""
+    rng = np.random.default_rng(5)
+    duration = 20.0
+    centres = np.sort(rng.uniform(0.01, duration - 0.01, 150))
+    trains = [list(_poisson(rng, 3.0, duration)) for _ in range(4)]
+    for c in centres:
+        for u in rng.choice(4, size=rng.integers(2, 5), replace=False):
+            trains[u].append(c + rng.uniform(-0.0006, 0.0006))
+    trains = SpikeTrainSet([np.sort(t) for t in trains], duration)
+    spec = StatsSpec()
+    w, lag = spec.coincidence_s, spec.max_lag_bins
+    kept = _whole(trains, StatsSpec(coincidence_s=0.0)).pair_sums[0]
+    removed = _whole(trains, spec).pair_sums[0]
+    expected = np.zeros_like(kept)
+    for i, ti in enumerate(trains.spike_times):
+        for j, tj in enumerate(trains.spike_times):
+            if i == j:
+                continue
+            close = np.abs(ti[:, None] - tj[None, :]) <= w + 1e-12
+            for p, q in zip(*np.nonzero(close)):
+                d = bin_index(tj[q : q + 1], spec.pair_bin_s)[0] - bin_index(ti[p : p + 1], spec.pair_bin_s)[0]
+                expected[i, j, d + lag] += 1
+    assert expected.sum() > 300
+    np.testing.assert_array_equal(kept - removed, expected)
+
+
 def test_sums_over_chunks_equal_sums_over_the_whole_span():
     rng = np.random.default_rng(2)
     duration = 90.0
