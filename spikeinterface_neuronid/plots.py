@@ -147,8 +147,10 @@ def plot_confusion_matrix(
     true_labels, predicted_labels : sequence of str
         One label per unit, in the same order.
     classes : sequence of str | None, default: None
-        Classes in display order (rows, and the first columns). None takes the sorted union of the true and
-        predicted labels, ``"unknown"`` excepted. Units whose true label is not a class are left out.
+        Classes in display order (rows, and the first columns). None takes the sorted classes present in the
+        true labels, ``"unknown"`` excepted, so that no empty row is drawn; predicted labels outside them (a
+        class absent from the truth, ``"unknown"``) get extra columns. Give ``classes`` to draw rows for
+        absent classes too. Units whose true label is not a class are left out.
     ax : matplotlib.axes.Axes | None, default: None
         Axes to draw in; None creates a figure.
     normalize : bool, default: True
@@ -177,7 +179,7 @@ def plot_confusion_matrix(
             f"true_labels and predicted_labels must have the same length, got {true.size} and {pred.size}"
         )
     if classes is None:
-        classes = sorted((set(true) | set(pred)) - {UNKNOWN})
+        classes = sorted(set(true) - {UNKNOWN})
     classes = [str(c) for c in classes]
     if not classes:
         raise ValueError("classes is empty: give at least one class")

@@ -65,6 +65,18 @@ def test_confusion_matrix_normalized_rows_and_given_classes():
     assert len(fig.axes) == 2  # the matrix and its colour bar
 
 
+def test_confusion_matrix_rows_only_for_classes_in_the_truth_unless_given():
+    true = ["a", "a", "b"]
+    pred = ["a", "c", "b"]  # "c" is predicted but no unit is truly "c"
+    ax = plot_confusion_matrix(true, pred, normalize=False)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
+    np.testing.assert_array_equal(ax.images[0].get_array(), [[1, 0, 1], [0, 1, 0]])
+    asked = plot_confusion_matrix(true, pred, classes=["a", "b", "c"], normalize=False)
+    assert [t.get_text() for t in asked.get_yticklabels()] == ["a", "b", "c"]
+    plt.close("all")
+
+
 def test_confusion_matrix_errors():
     with pytest.raises(ValueError, match="same length"):
         plot_confusion_matrix(["a", "b"], ["a"])
