@@ -78,6 +78,33 @@ Fraction of units labelled (calibrated probability >= t) / accuracy on those uni
 """
 
 
+def _front_matter(bundle, scores: dict, command: str) -> str:
+    """Hugging Face style YAML front matter: license, tags, training data, metrics and the command behind them."""
+    results = []
+    for preset, by_task in scores.items():
+        for task, s in by_task.items():
+            results.append(
+                f"      - task: {{type: {task}, name: \"{task} (linear probe, inductive zero-shot)\"}}\n"
+                f"        dataset: {{type: simulated, name: spikeinterface_neuronid.simulate {preset} preset}}\n"
+                f"        metrics:\n"
+                f"          - {{type: macro_f1, value: {s['macro_f1']:.4f}}}\n"
+                f"          - {{type: balanced_accuracy, value: {s['balanced_accuracy']:.4f}}}\n"
+                f"        source: {{name: \"{command.strip()}\"}}"
+            )
+    return (
+        "---\n"
+        "license: apache-2.0\n"
+        "library_name: spikeinterface-neuronid\n"
+        "tags: [neuroscience, electrophysiology, spike-sorting, spikeinterface, nwb, self-supervised, nuclr]\n"
+        f"datasets: [\"simulated Izhikevich populations ({bundle.provenance.get('num_sessions')} sessions)\"]\n"
+        f"model_format: safetensors\n"
+        f"sha256: {bundle.sha256}\n"
+        "model-index:\n"
+        f"  - name: {bundle.name}\n"
+        "    results:\n" + "\n".join(results) + "\n---\n\n"
+    )
+
+
 def _continuation(continued_from: dict | None) -> str:
     """The card's words for a run continued (``--resume``) from an earlier run's checkpoint."""
     if not continued_from:
@@ -144,7 +171,7 @@ def model_card(
         if chosen
         else "last step"
     )
-    return f"""# Model card: {bundle.name}
+    return f"""{_front_matter(bundle, scores, command)}# Model card: {bundle.name}
 
 - **Method:** `{bundle.method}` (NuCLR-style population-context contrastive model), {_architecture(bundle)};
   {bundle.num_parameters():,} parameters.

@@ -29,6 +29,24 @@ def test_default_model_file_is_small_verified_and_described_by_its_card():
     assert bundle.provenance["command"] == scores["command"]
 
 
+def test_model_card_front_matter_is_yaml_with_the_measured_metrics():
+    from ruamel.yaml import YAML  # an hdmf dependency
+
+    path = default_model_path()
+    card = (path.parent / "MODEL_CARD.md").read_text()
+    assert card.startswith("---\n")
+    meta = YAML(typ="safe").load(card.split("---\n")[1])
+    scores = json.loads((path.parent / "default_model_scores.json").read_text())
+    assert meta["license"] == "apache-2.0" and meta["sha256"] == scores["sha256"]
+    results = meta["model-index"][0]["results"]
+    assert len(results) == sum(len(by_task) for by_task in scores["scores"].values())
+    for result in results:
+        preset = result["dataset"]["name"].split()[-2]
+        expected = scores["scores"][preset][result["task"]["type"]]["macro_f1"]
+        assert abs(result["metrics"][0]["value"] - expected) < 1e-4
+        assert result["source"]["name"] == scores["command"]
+
+
 def test_default_model_separates_cell_types_of_unseen_animals():
     embeddings, labels = [], []
     for animal in DEMO_ANIMALS[:3]:
