@@ -335,10 +335,13 @@ class ModelBundle:
         -------
         str
             Markdown: identity and checksum, architecture, training provenance, and each task head with its
-            classes, calibration temperature, abstention threshold and fit provenance.
+            classes, calibration temperature, abstention threshold and fit provenance. It opens with Hugging
+            Face style YAML front matter (``library_name``, tags, ``model_format: safetensors``, the checksum,
+            the method, the package versions and each head's classes); fill in ``license`` before publishing.
         """
         meta = self.metadata()
         lines = [
+            *self._front_matter(),
             f"# Model card: {self.name}",
             "",
             f"- **Method:** `{self.method}`; {self.num_parameters():,} encoder parameters",
@@ -369,6 +372,32 @@ class ModelBundle:
             if head.provenance:
                 lines += ["", "```json", json.dumps(head.provenance, indent=2, sort_keys=True, default=str), "```"]
         return "\n".join(lines) + "\n"
+
+    def _front_matter(self) -> list[str]:
+        """YAML front matter lines of :meth:`model_card` (JSON-quoted scalars are valid YAML)."""
+        import platform
+
+        import numpy
+        import torch
+
+        versions = {"spikeinterface_neuronid": self.package_version, "torch": torch.__version__}
+        versions.update(numpy=numpy.__version__, python=platform.python_version())
+        heads = {task: list(head.classes) for task, head in sorted(self._heads.items())}
+        return [
+            "---",
+            "license: unknown  # set before publishing",
+            "library_name: spikeinterface-neuronid",
+            "tags: [neuroscience, electrophysiology, spike-sorting, spikeinterface, nwb, self-supervised]",
+            "model_format: safetensors",
+            f"model_name: {json.dumps(self.name)}",
+            f"method: {json.dumps(self.method)}",
+            f"sha256: {self.sha256}",
+            f"created: {json.dumps(self.created)}",
+            f"package_versions: {json.dumps(versions)}",
+            f"label_classes: {json.dumps(heads)}",
+            "---",
+            "",
+        ]
 
     def __repr__(self) -> str:
         heads = f", heads={sorted(self._heads)}" if self._heads else ""

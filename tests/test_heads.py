@@ -281,6 +281,13 @@ def test_model_card_is_generated_from_the_bundle_metadata():
     y = np.array(["PV"] * 40 + ["SST"] * 40)
     bundle.add_head(fit_head(x, y, task="cell_type", threshold=0.6))
     card = bundle.model_card()
-    assert card.startswith("# Model card: card-test") and bundle.sha256 in card
+    from ruamel.yaml import YAML  # an hdmf dependency
+
+    front, body = card.split("---\n")[1:3]
+    meta = YAML(typ="safe").load(front)
+    assert meta["sha256"] == bundle.sha256 and meta["model_name"] == "card-test" and meta["method"] == "nuclr"
+    assert meta["label_classes"] == {"cell_type": ["PV", "SST"]} and meta["model_format"] == "safetensors"
+    assert set(meta["package_versions"]) >= {"spikeinterface_neuronid", "torch", "numpy", "python"}
+    assert body.lstrip().startswith("# Model card: card-test") and bundle.sha256 in body
     assert "## Head `cell_type`" in card and "PV, SST" in card and "below 0.6" in card
     assert '"data": "x"' in card

@@ -72,7 +72,8 @@ def test_cli_pretrain_on_simulated_animals(tmp_path):
     bundle = ModelBundle.load(out)
     assert code == 0 and bundle.name == "cli-test" and bundle.provenance["animals"] == [0, 1]
     card = out.with_suffix(".md").read_text()
-    assert card.startswith("# Model card: cli-test") and bundle.sha256 in card
+    assert card.startswith("---\n") and f"sha256: {bundle.sha256}" in card  # YAML front matter first
+    assert "\n# Model card: cli-test\n" in card
 
 
 def test_parse_range():
