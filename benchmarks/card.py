@@ -79,30 +79,21 @@ Fraction of units labelled (calibrated probability >= t) / accuracy on those uni
 
 
 def _front_matter(bundle, scores: dict, command: str) -> str:
-    """Hugging Face style YAML front matter: license, tags, training data, metrics and the command behind them."""
-    results = []
+    """The bundle's YAML front matter with the license and a model-index of the measured zero-shot metrics."""
+    data = f"simulated Izhikevich populations ({bundle.provenance.get('num_sessions')} sessions)"
+    index = [f"datasets: [{json.dumps(data)}]"]
+    index += ["model-index:", f"  - name: {json.dumps(bundle.name)}", "    results:"]
     for preset, by_task in scores.items():
         for task, s in by_task.items():
-            results.append(
-                f"      - task: {{type: {task}, name: \"{task} (linear probe, inductive zero-shot)\"}}\n"
-                f"        dataset: {{type: simulated, name: spikeinterface_neuronid.simulate {preset} preset}}\n"
-                f"        metrics:\n"
-                f"          - {{type: macro_f1, value: {s['macro_f1']:.4f}}}\n"
-                f"          - {{type: balanced_accuracy, value: {s['balanced_accuracy']:.4f}}}\n"
-                f"        source: {{name: \"{command.strip()}\"}}"
-            )
-    return (
-        "---\n"
-        "license: apache-2.0\n"
-        "library_name: spikeinterface-neuronid\n"
-        "tags: [neuroscience, electrophysiology, spike-sorting, spikeinterface, nwb, self-supervised, nuclr]\n"
-        f"datasets: [\"simulated Izhikevich populations ({bundle.provenance.get('num_sessions')} sessions)\"]\n"
-        f"model_format: safetensors\n"
-        f"sha256: {bundle.sha256}\n"
-        "model-index:\n"
-        f"  - name: {bundle.name}\n"
-        "    results:\n" + "\n".join(results) + "\n---\n\n"
-    )
+            index += [
+                f"      - task: {{type: {task}, name: \"{task} (linear probe, inductive zero-shot)\"}}",
+                f"        dataset: {{type: simulated, name: spikeinterface_neuronid.simulate {preset} preset}}",
+                "        metrics:",
+                f"          - {{type: macro_f1, value: {s['macro_f1']:.4f}}}",
+                f"          - {{type: balanced_accuracy, value: {s['balanced_accuracy']:.4f}}}",
+                f"        source: {{name: {json.dumps(command.strip())}}}",
+            ]
+    return "\n".join(bundle.front_matter(license="apache-2.0", extra=index))
 
 
 def _continuation(continued_from: dict | None) -> str:

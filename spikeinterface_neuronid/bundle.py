@@ -33,7 +33,7 @@ import json
 import struct
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 from safetensors.torch import load as _safetensors_load
@@ -341,7 +341,7 @@ class ModelBundle:
         """
         meta = self.metadata()
         lines = [
-            *self._front_matter(),
+            *self.front_matter(),
             f"# Model card: {self.name}",
             "",
             f"- **Method:** `{self.method}`; {self.num_parameters():,} encoder parameters",
@@ -373,8 +373,22 @@ class ModelBundle:
                 lines += ["", "```json", json.dumps(head.provenance, indent=2, sort_keys=True, default=str), "```"]
         return "\n".join(lines) + "\n"
 
-    def _front_matter(self) -> list[str]:
-        """YAML front matter lines of :meth:`model_card` (JSON-quoted scalars are valid YAML)."""
+    def front_matter(self, license: str = "unknown  # set before publishing", extra: Sequence[str] = ()) -> list[str]:
+        """Hugging Face style YAML front matter of a model card, as lines (JSON-quoted scalars are valid YAML).
+
+        Parameters
+        ----------
+        license : str, default: "unknown  # set before publishing"
+            The ``license`` value.
+        extra : sequence of str, default: ()
+            Further YAML lines (e.g. a ``model-index`` of measured metrics), placed before the closing ``---``.
+
+        Returns
+        -------
+        list of str
+            ``---``, the keys (library, tags, format, name, method, checksum, creation time, package versions,
+            label classes per head), ``extra``, ``---`` and an empty line.
+        """
         import platform
 
         import numpy
@@ -385,7 +399,7 @@ class ModelBundle:
         heads = {task: list(head.classes) for task, head in sorted(self._heads.items())}
         return [
             "---",
-            "license: unknown  # set before publishing",
+            f"license: {license}",
             "library_name: spikeinterface-neuronid",
             "tags: [neuroscience, electrophysiology, spike-sorting, spikeinterface, nwb, self-supervised]",
             "model_format: safetensors",
@@ -395,6 +409,7 @@ class ModelBundle:
             f"created: {json.dumps(self.created)}",
             f"package_versions: {json.dumps(versions)}",
             f"label_classes: {json.dumps(heads)}",
+            *extra,
             "---",
             "",
         ]

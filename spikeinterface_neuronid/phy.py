@@ -122,11 +122,6 @@ def tsv_name(task: str) -> str:
     return f"{TSV_PREFIX}{task}.tsv"
 
 
-def _is_nwb(path: Path) -> bool:
-    name = path.name.lower()
-    return name.endswith(".nwb") or name.endswith(".nwb.zarr")
-
-
 def input_kind(path: str | Path) -> str:
     """What an input of ``neuronid label`` is.
 
@@ -146,6 +141,8 @@ def input_kind(path: str | Path) -> str:
     LabelInputError
         The path does not exist or is none of these.
     """
+    from .annotate import _is_nwb
+
     path = Path(path)
     if not path.exists():
         raise LabelInputError(f"{path} does not exist")
@@ -628,6 +625,14 @@ def _label_one(
         result.outputs = write_cluster_tsvs(cluster_label_tables(labels, cluster_ids, tasks), dest, overwrite)
 
 
+def _compute_kwargs(batch_size: int, device: str, progress_bar: bool, n_jobs: int | None) -> dict:
+    """Keyword arguments of ``compute("neuron_embedding")``; ``n_jobs`` only when given (else the global value)."""
+    kwargs: dict = dict(batch_size=batch_size, device=device, progress_bar=progress_bar)
+    if n_jobs is not None:
+        kwargs["n_jobs"] = n_jobs
+    return kwargs
+
+
 def _resolve_labelling_model(model: str | Path):
     from .inference import resolve_model
 
@@ -730,9 +735,7 @@ def label_sources(
     bundle = _resolve_labelling_model(model)
     output_folder = None if output_folder is None else Path(output_folder)
     plan = _plan(inputs, output_folder, save_to_analyzer)
-    compute_kwargs: dict = dict(batch_size=batch_size, device=device, progress_bar=progress_bar)
-    if n_jobs is not None:
-        compute_kwargs["n_jobs"] = n_jobs
+    compute_kwargs = _compute_kwargs(batch_size, device, progress_bar, n_jobs)
     results = []
     for source, kind, dest, error in plan:
         result = LabelResult(source, kind, dest, error=error)
@@ -806,9 +809,7 @@ def label_phy_folder(
         raise LabelInputError(f"{folder} is not a Kilosort/phy folder (no spike_times.npy)")
     bundle = _resolve_labelling_model(model)
     dest = _output_folder(folder, "phy", None if output_folder is None else Path(output_folder), False)
-    compute_kwargs: dict = dict(batch_size=batch_size, device=device, progress_bar=progress_bar)
-    if n_jobs is not None:
-        compute_kwargs["n_jobs"] = n_jobs
+    compute_kwargs = _compute_kwargs(batch_size, device, progress_bar, n_jobs)
     result = LabelResult(folder, "phy", dest)
     _label_one(
         folder,
