@@ -166,7 +166,7 @@ def model_card(
 
 - **Method:** `{bundle.method}` (NuCLR-style population-context contrastive model), {_architecture(bundle)};
   {bundle.num_parameters():,} parameters.
-- **File:** `neuronid-default.safetensors`, SHA-256 of the weights and heads `{bundle.sha256}`,
+- **File:** `neuronid-default.safetensors`, SHA-256 of the weights, config and heads `{bundle.sha256}`,
   created {bundle.created} with spikeinterface-neuronid {bundle.package_version}.
 - **Training data:** {prov.get("data")}: {presets}; {prov.get("sessions_per_animal")} session per animal of
   {prov.get("duration_s", "?")} s, {prov.get("num_sessions")} sessions, {prov.get("num_units")} units. Self-supervised

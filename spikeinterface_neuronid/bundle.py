@@ -9,18 +9,24 @@ Layout
 * **Metadata**: the safetensors header's ``__metadata__`` (str -> str) has one key,
   ``"spikeinterface_neuronid"``, whose value is a JSON document::
 
-      {"format": "spikeinterface_neuronid.model", "format_version": 1, "method": "nuclr",
+      {"format": "spikeinterface_neuronid.model", "format_version": 3, "method": "nuclr",
        "config": {...}, "name": "...", "package_version": "0.1.0", "created": "2026-...Z",
        "provenance": {...}, "sha256": "<hex>"}
 
-  A model with task heads is format version 2 and adds
+  A model with task heads adds
   ``"heads": {"<task>": {"classes": [...], "temperature": T, "threshold": t, "provenance": {...}}}``.
-  A model without heads is still written as version 1, so older versions of the package can read it.
-* ``sha256`` is the checksum of the **weights**: SHA-256 over every tensor in sorted name order, each as
-  ``name``, dtype, shape and byte length on one header line followed by its raw little-endian bytes
-  (:func:`weights_sha256`). With heads, it also covers what decides their answers besides their tensors:
-  each head's class names (their order), temperature and threshold. It does not cover the rest of the JSON
-  document, so renaming a model or editing its provenance (or a head's) keeps its identity.
+* ``sha256`` is the model's identity: SHA-256 over every tensor in sorted name order, each as ``name``, dtype,
+  shape and byte length on one header line followed by its raw little-endian bytes, then one line of canonical
+  JSON with everything else that changes the model's output (:func:`model_sha256`): the method, the whole
+  config (``bin_s``, ``window_tokens``, ``max_context_units``, ...) and each head's metadata except its
+  provenance (class names in order, temperature, threshold, ...). It does not cover the name, the creation
+  time, the package version or any provenance, so renaming a model or editing its provenance keeps its
+  identity, while editing its config changes it (and a file whose config was edited fails to load).
+
+Format versions: 3 (written by this package) checksums as above. 1 (no heads) and 2 (heads) checksummed the
+tensors and the heads' classes, temperature and threshold only; they are still read (verified with that
+older definition), and a loaded bundle's :attr:`ModelBundle.sha256` is always the current definition, so an
+edited config in an old file shows up as a different identity.
 
 Loading never unpickles anything: the header is parsed as JSON and the tensors are read by safetensors.
 """
@@ -44,11 +50,19 @@ from ._io import atomic_path
 from .heads import LinearHead
 from .methods import get_method
 
-__all__ = ["ModelBundle", "ModelFileNotFoundError", "weights_sha256", "FORMAT", "FORMAT_VERSION", "SECTIONS"]
+__all__ = [
+    "ModelBundle",
+    "ModelFileNotFoundError",
+    "weights_sha256",
+    "model_sha256",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "SECTIONS",
+]
 
 FORMAT = "spikeinterface_neuronid.model"
-#: Newest format version this package reads and writes (2: task heads). Files without heads are written as 1.
-FORMAT_VERSION = 2
+#: Format version this package writes, and the newest it reads (3: the checksum covers method and config).
+FORMAT_VERSION = 3
 METADATA_KEY = "spikeinterface_neuronid"
 #: Tensor name prefixes a model file may hold.
 SECTIONS = ("encoder", "projector", "head")
@@ -90,11 +104,42 @@ def weights_sha256(tensors: Mapping[str, torch.Tensor], extra: Mapping[str, Any]
 
 
 def heads_checksum_metadata(heads_meta: Mapping[str, Mapping[str, Any]] | None) -> dict:
-    """The part of the heads' JSON metadata covered by the checksum: classes, temperature, threshold per task."""
+    """The heads' metadata covered by the format 1-2 checksum: classes, temperature, threshold per task."""
     return {
         task: {key: meta.get(key) for key in ("classes", "temperature", "threshold")}
         for task, meta in (heads_meta or {}).items()
     }
+
+
+def model_sha256(
+    tensors: Mapping[str, torch.Tensor],
+    method: str,
+    config: Mapping[str, Any],
+    heads_meta: Mapping[str, Mapping[str, Any]] | None = None,
+) -> str:
+    """The model's identity (format version 3): tensors, method, config and heads' metadata but provenance.
+
+    Parameters
+    ----------
+    tensors : mapping of str to torch.Tensor
+        Flat tensor dict, as stored in the file.
+    method : str
+        Method name (``"nuclr"``, ``"neurpir"``).
+    config : mapping
+        The config as a JSON-serialisable dict (``config.to_dict()``).
+    heads_meta : mapping | None, default: None
+        Each task head's JSON metadata; its ``"provenance"`` is left out.
+
+    Returns
+    -------
+    str
+        Hex digest.
+    """
+    heads = {
+        task: {key: value for key, value in meta.items() if key != "provenance"}
+        for task, meta in (heads_meta or {}).items()
+    }
+    return weights_sha256(tensors, dict(method=method, config=dict(config), heads=heads))
 
 
 def _package_version() -> str:
@@ -284,16 +329,16 @@ class ModelBundle:
 
     @property
     def sha256(self) -> str:
-        """Checksum of the weights and heads (:func:`weights_sha256`); the model's identity."""
+        """The model's identity (:func:`model_sha256`): weights, method, config and heads, not provenance."""
         if self._sha256 is None:
-            self._sha256 = weights_sha256(self.tensors(), heads_checksum_metadata(self._heads_metadata()))
+            self._sha256 = model_sha256(self.tensors(), self.method, self.config.to_dict(), self._heads_metadata())
         return self._sha256
 
     def metadata(self) -> dict:
         """The JSON document stored in the file's header."""
         meta = dict(
             format=FORMAT,
-            format_version=2 if self._heads else 1,
+            format_version=FORMAT_VERSION,
             method=self.method,
             config=self.config.to_dict(),
             name=self.name,
@@ -345,7 +390,7 @@ class ModelBundle:
             f"# Model card: {self.name}",
             "",
             f"- **Method:** `{self.method}`; {self.num_parameters():,} encoder parameters",
-            f"- **SHA-256 (weights and heads):** `{self.sha256}`",
+            f"- **SHA-256 (weights, config and heads):** `{self.sha256}`",
             f"- **Created:** {self.created} with spikeinterface-neuronid {self.package_version}",
             "",
             "## Configuration",
@@ -491,14 +536,17 @@ class ModelBundle:
             raise ValueError(f"{path}: the 'heads' metadata must map task names to objects")
         expected = meta.get("sha256")
         try:
-            actual = weights_sha256(tensors, heads_checksum_metadata(heads_meta))
+            if version >= 3:
+                actual = model_sha256(tensors, meta.get("method"), meta.get("config") or {}, heads_meta)
+            else:
+                actual = weights_sha256(tensors, heads_checksum_metadata(heads_meta))
         except (TypeError, ValueError) as err:
-            raise ValueError(f"{path}: the 'heads' metadata is not valid ({err})") from None
+            raise ValueError(f"{path}: the 'heads' metadata or the config is not valid JSON data ({err})") from None
         if actual != expected:
+            covered = "weights, config or heads" if version >= 3 else "weights or heads" if heads_meta else "weights"
             raise ValueError(
-                f"{path}: checksum mismatch, the weights{' or heads' if heads_meta else ''} were modified or "
-                f"corrupted (the file says sha256 "
-                f"{str(expected)[:12]}…, its weights hash to {actual[:12]}…); use the original file"
+                f"{path}: checksum mismatch, the {covered} were modified or corrupted (the file says sha256 "
+                f"{str(expected)[:12]}…, its content hashes to {actual[:12]}…); use the original file"
             )
         sections: dict[str, dict[str, torch.Tensor]] = {}
         for key, tensor in tensors.items():
@@ -535,7 +583,8 @@ class ModelBundle:
             )
         except (TypeError, ValueError) as err:
             raise ValueError(f"{path}: {err}") from None
-        bundle._sha256 = actual
+        if version >= 3:
+            bundle._sha256 = actual
         return bundle
 
 

@@ -6,7 +6,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from spikeinterface_neuronid.bundle import METADATA_KEY, ModelBundle, weights_sha256
+from spikeinterface_neuronid.bundle import METADATA_KEY, ModelBundle, heads_checksum_metadata, model_sha256, weights_sha256
 from spikeinterface_neuronid.methods.nuclr import NuCLRConfig, build_encoder, build_projector
 
 TINY = NuCLRConfig.window(
@@ -61,7 +61,8 @@ def test_file_is_plain_safetensors_with_json_metadata(bundle, tmp_path, monkeypa
     path = bundle.save(tmp_path / "m.safetensors")
     tensors, meta = _raw(path)
     assert set(meta) >= {"format_version", "method", "config", "name", "package_version", "created", "provenance"}
-    assert meta["sha256"] == weights_sha256(tensors) == bundle.sha256
+    assert meta["format_version"] == 3
+    assert meta["sha256"] == model_sha256(tensors, "nuclr", meta["config"]) == bundle.sha256
     assert meta["config"] == TINY.to_dict()
     assert any(k.startswith("encoder.") for k in tensors) and any(k.startswith("projector.") for k in tensors)
 
@@ -125,6 +126,7 @@ def test_config_that_does_not_fit_the_weights(bundle, tmp_path):
     path = bundle.save(tmp_path / "m.safetensors")
     tensors, meta = _raw(path)
     meta["config"]["dim"] = 32
+    meta["sha256"] = model_sha256(tensors, "nuclr", meta["config"])  # consistent checksum: the shapes are checked
     _write(path, tensors, meta)
     with pytest.raises(
         ValueError, match=r"encoder\.read_in\.weight' has shape \(16, 5\) but the config expects \(32, 5\)"
@@ -137,7 +139,7 @@ def test_missing_and_unexpected_weights(bundle, tmp_path):
     tensors, meta = _raw(path)
     del tensors["encoder.read_in.bias"]
     tensors["encoder.extra.weight"] = torch.zeros(3)
-    meta["sha256"] = weights_sha256(tensors)
+    meta["sha256"] = model_sha256(tensors, "nuclr", meta["config"])
     _write(path, tensors, meta)
     with pytest.raises(ValueError, match=r"missing weights \['encoder\.read_in\.bias'\].*unexpected weights"):
         ModelBundle.load(path)
@@ -146,7 +148,8 @@ def test_missing_and_unexpected_weights(bundle, tmp_path):
 def test_unknown_config_key_and_newer_format(bundle, tmp_path):
     path = bundle.save(tmp_path / "m.safetensors")
     tensors, meta = _raw(path)
-    _write(path, tensors, {**meta, "config": {**meta["config"], "foo": 1}})
+    config = {**meta["config"], "foo": 1}
+    _write(path, tensors, {**meta, "config": config, "sha256": model_sha256(tensors, "nuclr", config)})
     with pytest.raises(ValueError, match="unknown NuCLR config keys"):
         ModelBundle.load(path)
     _write(path, tensors, {**meta, "format_version": 99})
@@ -170,4 +173,37 @@ def test_bundle_weights_are_a_copy():
     before = bundle.sha256
     with torch.no_grad():
         encoder.read_in.weight.add_(1.0)
-    assert weights_sha256(bundle.tensors()) == before and bundle.projector() is None
+    assert model_sha256(bundle.tensors(), "nuclr", TINY.to_dict()) == before and bundle.projector() is None
+
+
+@pytest.mark.parametrize("key", ["bin_s", "window_tokens", "max_context_units"])
+def test_checksum_covers_the_config(bundle, tmp_path, key):
+    """Editing a setting that changes the embeddings in the file's JSON is caught (issue 11 item 3)."""
+    path = bundle.save(tmp_path / "m.safetensors")
+    tensors, meta = _raw(path)
+    value = meta["config"][key]
+    meta["config"][key] = value * 2
+    _write(path, tensors, meta)
+    with pytest.raises(ValueError, match="checksum mismatch, the weights, config or heads were modified"):
+        ModelBundle.load(path)
+    # with a recomputed checksum the file loads, as a different model
+    meta["sha256"] = model_sha256(tensors, "nuclr", meta["config"])
+    _write(path, tensors, meta)
+    assert ModelBundle.load(path).sha256 == meta["sha256"] != bundle.sha256
+
+
+def test_format_2_files_still_load_with_the_current_identity(bundle, tmp_path):
+    """Files of format 1/2 checksummed only tensors (and heads): read them, but identify them by the config too."""
+    path = bundle.save(tmp_path / "m.safetensors")
+    tensors, meta = _raw(path)
+    old = {**meta, "format_version": 1, "sha256": weights_sha256(tensors, heads_checksum_metadata(None))}
+    _write(path, tensors, old)
+    loaded = ModelBundle.load(path)
+    assert loaded.sha256 == bundle.sha256  # same content, same identity as the format 3 file
+    old["config"] = {**old["config"], "bin_s": old["config"]["bin_s"] * 2}
+    _write(path, tensors, old)
+    edited = ModelBundle.load(path)  # format 1 cannot detect the edit, but the identity shows it
+    assert edited.sha256 != bundle.sha256
+    assert edited.sha256 == model_sha256(tensors, "nuclr", edited.config.to_dict())
+    saved = edited.save(tmp_path / "again.safetensors")
+    assert _raw(saved)[1]["format_version"] == 3 and ModelBundle.load(saved).sha256 == edited.sha256

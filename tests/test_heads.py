@@ -10,7 +10,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from spikeinterface_neuronid import LinearHead, fit_head
-from spikeinterface_neuronid.bundle import METADATA_KEY, ModelBundle, weights_sha256
+from spikeinterface_neuronid.bundle import METADATA_KEY, ModelBundle, model_sha256
 from spikeinterface_neuronid.heads import _group_split, _sklearn_pipeline, expected_calibration_error, fit_temperature
 from spikeinterface_neuronid.methods.nuclr import NuCLRConfig, build_encoder, build_projector
 
@@ -182,7 +182,7 @@ def test_bundle_with_heads_round_trips_bit_exact(bundle_with_heads, tmp_path):
     bundle = bundle_with_heads
     path = bundle.save(tmp_path / "m.safetensors")
     tensors, meta = _raw(path)
-    assert meta["format_version"] == 2 and set(meta["heads"]) == {"cell_type", "region"}
+    assert meta["format_version"] == 3 and set(meta["heads"]) == {"cell_type", "region"}
     assert meta["heads"]["region"]["threshold"] == 0.7 and meta["heads"]["cell_type"]["classes"] == [
         "aaa",
         "bbb",
@@ -202,9 +202,10 @@ def test_bundle_with_heads_round_trips_bit_exact(bundle_with_heads, tmp_path):
 
     headless = ModelBundle("nuclr", TINY, bundle.state_dict, bundle.projector_state_dict, name="tiny")
     assert headless.sha256 != bundle.sha256
-    assert headless.sha256 == weights_sha256({k: v for k, v in bundle.tensors().items() if not k.startswith("head.")})
+    encoder_only = {k: v for k, v in bundle.tensors().items() if not k.startswith("head.")}
+    assert headless.sha256 == model_sha256(encoder_only, "nuclr", TINY.to_dict())
     headless_path = headless.save(tmp_path / "headless.safetensors")
-    assert _raw(headless_path)[1]["format_version"] == 1 and "heads" not in _raw(headless_path)[1]
+    assert _raw(headless_path)[1]["format_version"] == 3 and "heads" not in _raw(headless_path)[1]
     assert ModelBundle.load(headless_path).heads == {}
 
     removed = bundle.remove_head("region")
@@ -252,9 +253,7 @@ def test_tampered_heads_are_rejected(bundle_with_heads, tmp_path):
     # a head tensor without metadata, or metadata without tensors
     orphan = json.loads(json.dumps(meta))
     del orphan["heads"]["region"]
-    orphan["sha256"] = weights_sha256(
-        tensors, {t: {k: h[k] for k in ("classes", "temperature", "threshold")} for t, h in orphan["heads"].items()}
-    )
+    orphan["sha256"] = model_sha256(tensors, orphan["method"], orphan["config"], orphan["heads"])
     write(tensors, orphan)
     with pytest.raises(ValueError, match="belongs to no head"):
         ModelBundle.load(path)
