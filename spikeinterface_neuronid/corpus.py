@@ -12,6 +12,53 @@ import numpy as np
 
 from .data import SpikeTrainSet
 
+#: Coarsest spike-time grid accepted (Hz): the model's fine-timescale channel reads 1 ms rates and 1-50 ms
+#: autocorrelograms, which a coarser grid destroys.
+MIN_SPIKE_TIME_RATE_HZ = 1000.0
+#: Below this rate (Hz) the spike times are accepted with a warning: the 1 ms features are quantised.
+QUANTISED_SPIKE_TIME_RATE_HZ = 10000.0
+
+
+def check_spike_time_resolution(sampling_frequency: float, what: str = "the sorting's sampling_frequency") -> None:
+    """Reject spike times on a grid coarser than 1 ms, and warn below 10 kHz.
+
+    Parameters
+    ----------
+    sampling_frequency : float
+        Rate (Hz) of the grid the spike times are on (a sorting's sampling frequency).
+    what : str, default: "the sorting's sampling_frequency"
+        How to name the rate in the messages (e.g. ``"--sampling-frequency"``).
+
+    Raises
+    ------
+    ValueError
+        If the rate is not positive, or below :data:`MIN_SPIKE_TIME_RATE_HZ`.
+
+    Warns
+    -----
+    UserWarning
+        Below :data:`QUANTISED_SPIKE_TIME_RATE_HZ`.
+    """
+    import warnings
+
+    fs = float(sampling_frequency)
+    if not np.isfinite(fs) or fs <= 0:
+        raise ValueError(f"{what} must be a positive number of Hz, got {sampling_frequency!r}")
+    if fs < MIN_SPIKE_TIME_RATE_HZ:
+        raise ValueError(
+            f"{what} is {fs:g} Hz: spike times on a {1000.0 / fs:g} ms grid are too coarse for the model, whose "
+            f"fine-timescale features need at least 1 ms resolution ({MIN_SPIKE_TIME_RATE_HZ:g} Hz); use the "
+            "recording's sampling rate (e.g. 30000 Hz)"
+        )
+    if fs < QUANTISED_SPIKE_TIME_RATE_HZ:
+        warnings.warn(
+            f"{what} is {fs:g} Hz: spike times on a {1000.0 / fs:g} ms grid quantise the model's 1-50 ms "
+            "fine-timescale features, so embeddings differ from those of the same spikes at 30 kHz; use the "
+            f"recording's sampling rate if you have it (>= {QUANTISED_SPIKE_TIME_RATE_HZ:g} Hz)",
+            UserWarning,
+            stacklevel=3,
+        )
+
 __all__ = [
     "sorting_to_spike_train_sets",
     "analyzer_to_spike_train_sets",
@@ -51,6 +98,7 @@ def sorting_to_spike_train_sets(
         Spike times in seconds from the start of each segment, units in ``sorting.unit_ids`` order.
     """
     fs = float(sorting.get_sampling_frequency())
+    check_spike_time_resolution(fs)
     if sorting.get_num_units() == 0:
         raise ValueError("the sorting has no units: there is nothing to embed")
     if covariates is not None and len(covariates) != len(num_samples_per_segment):

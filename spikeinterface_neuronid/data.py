@@ -109,6 +109,7 @@ class SpikeTrainSet:
         if len(unit_ids) != len(spike_times):
             raise ValueError(f"{len(unit_ids)} unit ids for {len(spike_times)} spike trains")
         trains = []
+        duplicated: dict = {}
         for uid, times in zip(unit_ids, spike_times):
             times = np.asarray(times, dtype=np.float64).ravel()
             if times.size:
@@ -121,7 +122,22 @@ class SpikeTrainSet:
                         f"unit {uid!r} has spike times outside [0, {duration:g}] s "
                         f"(first {times[0]:g} s, last {times[-1]:g} s); check the duration and time origin"
                     )
+                repeated = np.diff(times) == 0
+                if np.any(repeated):
+                    duplicated[uid] = int(repeated.sum())
+                    times = times[np.concatenate([[True], ~repeated])]
             trains.append(times)
+        if duplicated:
+            import warnings
+
+            few = dict(list(duplicated.items())[:5])
+            warnings.warn(
+                f"{sum(duplicated.values())} duplicate spike times (the same time twice in one unit) in "
+                f"{len(duplicated)} unit(s), e.g. {few}; each is counted once. Duplicates usually come from the "
+                "sorter or a merge: check the sorting (spikeinterface.curation.remove_duplicated_spikes)",
+                UserWarning,
+                stacklevel=2,
+            )
         self.spike_times = trains
         self.duration = duration
         self.unit_ids = unit_ids

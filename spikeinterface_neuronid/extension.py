@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import shutil
+import sys
 from pathlib import Path
+from time import perf_counter
 
 import numpy as np
 from spikeinterface.core.core_tools import slice_rows
@@ -83,6 +86,76 @@ def _check_covariate_channels(bundle, arrays: list[np.ndarray]) -> int:
     return k
 
 
+#: Where a recompute writes its result before it replaces the previous one: a hidden folder next to the
+#: analyzer's ``extensions`` folder (same file system, so the swap is two renames), or a root zarr group.
+STAGING_NAME = ".neuronid_staging"
+_ZARR_STAGING = "neuronid_staging"
+
+
+def _check_int(name: str, value, minimum: int, *, allow_none: bool = False, hint: str = "") -> int | None:
+    """``value`` as an int >= ``minimum``; a TypeError/ValueError naming ``name`` otherwise (no truncation)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        kind = "an integer or None" if allow_none else "an integer"
+        raise TypeError(f"{name} must be {kind} >= {minimum}, got {value!r} ({type(value).__name__}){hint}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}{hint}")
+    return int(value)
+
+
+def _check_device(device) -> str:
+    """A torch device string that exists on this machine ("cpu", "cuda", "cuda:1", "mps")."""
+    import torch
+
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a torch device name such as 'cpu' or 'cuda', got {device!r}")
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        hint = " (did you mean 'cuda'?)" if device.lower() in ("gpu", "nvidia") else ""
+        raise ValueError(
+            f"device must be a torch device name such as 'cpu', 'cuda', 'cuda:0' or 'mps', got {device!r}{hint}"
+        ) from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} but torch has no CUDA device here (torch {torch.__version__}, "
+                f"{'a CPU-only build' if torch.version.cuda is None else 'no GPU visible'}); use device='cpu'"
+            )
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r} but only {torch.cuda.device_count()} CUDA device(s) are visible "
+                f"(indices 0-{torch.cuda.device_count() - 1})"
+            )
+    elif parsed.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError(f"device={device!r} but the MPS backend is not available here; use device='cpu'")
+    elif parsed.type != "cpu":
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:<index>' or 'mps', got {device!r}")
+    return str(device)
+
+
+def _check_scalar_params(params: dict) -> dict:
+    """The integer and device parameters of a compute, validated and normalised (every error names its parameter)."""
+    out = {}
+    out["batch_size"] = _check_int("batch_size", params.get("batch_size", 16), 1)
+    out["max_context_units"] = _check_int(
+        "max_context_units",
+        params.get("max_context_units"),
+        1,
+        allow_none=True,
+        hint=" (None uses the model's own value)",
+    )
+    out["seed"] = _check_int("seed", params.get("seed", 0), 0)
+    out["fine_tune_steps"] = _check_int(
+        "fine_tune_steps", params.get("fine_tune_steps", 0), 0, hint=" (0 disables fine-tuning)"
+    )
+    out["fine_tune_seed"] = _check_int("fine_tune_seed", params.get("fine_tune_seed", 0), 0)
+    out["device"] = _check_device(params.get("device", "cpu"))
+    return out
+
+
 class ComputeNeuronEmbedding(AnalyzerExtension):
     """Compute one embedding per unit that encodes the neuron's identity (cell type, brain region).
 
@@ -159,6 +232,13 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
     (float32, the largest calibrated probability) and ``<task>_classes`` (the class order of the probability
     columns). :func:`~spikeinterface_neuronid.labeling.neuronid_label_units` gathers them in a DataFrame.
 
+    **A recompute never loses the previous result.** Every parameter is validated and the model file loaded
+    before anything stored changes (errors name the parameter: integers must be integers, ``seed >= 0``, the
+    device must exist). The new result is computed in memory, written to a staging folder
+    (``<analyzer folder>/.neuronid_staging``, or a root zarr group) and swapped in by renames, so an error,
+    Ctrl-C or a killed process leaves the previous result on disk and in memory; a stale staging folder is
+    removed by the next compute.
+
     ``select_units`` / ``remove_units`` slice rows: the kept units keep the embedding computed with
     the full population as context. ``merge_units`` and ``split_units`` change the population itself,
     so every row is recomputed on the new analyzer (a unit's embedding depends on all the others);
@@ -197,22 +277,32 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
             raise TypeError(
                 f"compute('neuron_embedding') got unknown parameter(s) {unknown}; valid parameters are {sorted(allowed)}"
             )
-        # checked before the previous result is deleted (see above)
-        for key in ("fine_tune_steps", "fine_tune_seed"):
-            value = params.get(key, 0)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TypeError(f"{key} must be an integer, got {value!r}")
-        if params.get("fine_tune_steps", 0) < 0:
-            raise ValueError(f"fine_tune_steps must be >= 0 (0 disables fine-tuning), got {params['fine_tune_steps']}")
         if "model_sha256" not in params:  # a new compute (stored params were checked when they were set)
-            cls._check_method(params.get("model", "default"), params.get("method"))
-            arrays = _covariate_arrays(params.get("covariates"), params.get("covariate_rate_hz"))
-            model = params.get("model", "default")
-            if arrays is not None and isinstance(model, (str, Path)):
-                from .inference import resolve_model
-
-                _check_covariate_channels(resolve_model(str(model), params.get("method")), arrays)
+            cls._check_new_params(params)
         return list(cls.depend_on)
+
+    @classmethod
+    def _check_new_params(cls, params: dict):
+        """Validate the parameters of a new compute and load its model; return the model.
+
+        Everything that needs only the parameters is checked here, before SpikeInterface touches a previous
+        result: the integers (no silent truncation of floats), the device, the method, the model file
+        (missing, truncated, not a model, edited) and the covariates' type, shape and channel count.
+        """
+        from .inference import resolve_model
+
+        _check_scalar_params(params)
+        model = params.get("model", "default")
+        if not isinstance(model, (str, Path)):
+            raise TypeError(
+                "model must be 'default' or the path of a model file; save a ModelBundle with bundle.save(path) first"
+            )
+        cls._check_method(model, params.get("method"))
+        bundle = resolve_model(str(model), params.get("method"))
+        arrays = _covariate_arrays(params.get("covariates"), params.get("covariate_rate_hz"))
+        if arrays is not None:
+            _check_covariate_channels(bundle, arrays)
+        return bundle
 
     @staticmethod
     def _check_method(model, method) -> None:
@@ -241,16 +331,21 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
         covariates: np.ndarray | str | Path | list | None = None,
         covariate_rate_hz: float | None = None,
     ):
-        from .inference import resolve_model
-
-        if not isinstance(model, (str, Path)):
-            raise TypeError(
-                "model must be 'default' or the path of a model file; save a ModelBundle with bundle.save(path) first"
-            )
+        given = dict(
+            model=model,
+            method=method,
+            batch_size=batch_size,
+            max_context_units=max_context_units,
+            seed=seed,
+            device=device,
+            fine_tune_steps=fine_tune_steps,
+            fine_tune_seed=fine_tune_seed,
+            covariates=covariates,
+            covariate_rate_hz=covariate_rate_hz,
+        )
+        bundle = self._check_new_params(given)  # already checked by get_required_dependencies; cheap (cached)
+        checked = _check_scalar_params(given)
         model = str(model)
-        bundle = resolve_model(model, method)
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         arrays = _covariate_arrays(covariates, covariate_rate_hz)
         self._covariate_arrays = arrays  # stored as data by _run (the params only get a summary)
         covariate_summary = None
@@ -263,12 +358,7 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
             model_name=bundle.name,
             model_sha256=bundle.sha256,
             method=bundle.method,
-            batch_size=int(batch_size),
-            max_context_units=None if max_context_units is None else int(max_context_units),
-            seed=int(seed),
-            device=str(device),
-            fine_tune_steps=int(fine_tune_steps),
-            fine_tune_seed=int(fine_tune_seed),
+            **checked,
             fine_tuned_sha256=None,  # set by the compute when fine_tune_steps > 0
             covariates=covariate_summary,
             covariate_rate_hz=None if arrays is None else float(covariate_rate_hz),
@@ -360,10 +450,7 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
 
     def _run(self, verbose=False, **job_kwargs):
         self.data.update(self._compute(self.sorting_analyzer, verbose=verbose, **job_kwargs))
-        if self._record_fine_tuned_sha256(self) and getattr(self, "_save_to_disk", False):
-            # run() wrote params.json before _run(); no data is on disk yet, so rewriting it is safe
-            self._save_params()
-            self._save_importing_provenance()
+        self._record_fine_tuned_sha256(self)  # written to disk with the rest by run()
 
     def _record_fine_tuned_sha256(self, extension) -> bool:
         """Store the checksum of the last compute's fine-tuned model in ``extension.params``; True if changed."""
@@ -372,6 +459,111 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
             return False
         extension.params = {**extension.params, "fine_tuned_sha256": sha}
         return True
+
+    # -- a recompute never loses the previous result ---------------------------------------------------------
+    # SpikeInterface's set_params() and run() delete the stored result before computing, and its
+    # compute_one_extension() deletes the folder and forgets the in-memory extension when anything raises.
+    # Here nothing stored changes until the new result is complete: it is written to a staging folder (or zarr
+    # group) and swapped in by renames, so a bad parameter, an error, Ctrl-C or a killed process during the
+    # compute leaves the previous result, on disk and in memory.
+
+    def set_params(self, save=True, **params):
+        self._pending = True  # a new compute: its folder/group is not ours until run() swaps it in
+        self.params = self._set_params(**params)
+
+    def run(self, save=True, **kwargs):
+        analyzer = self.sorting_analyzer
+        save_to_disk = save and not analyzer.is_read_only() and self.format != "memory"
+        self._save_to_disk = False  # _run() computes in memory
+        self._pending = True
+        t_start = perf_counter()
+        self._run(**kwargs)
+        self.run_info["runtime_s"] = perf_counter() - t_start
+        self.run_info["run_completed"] = True
+        if save_to_disk:
+            self._replace_saved_result()
+        self._pending = False
+
+    def _replace_saved_result(self) -> None:
+        """Write this result to the staging location, then swap it in for the stored one."""
+        analyzer = self.sorting_analyzer
+        name = self.extension_name
+        self._remove_staging()
+        if self.format == "binary_folder":
+            root = Path(analyzer.folder) / STAGING_NAME
+            self._staging = root / "new"
+            self._staging.mkdir(parents=True)
+            try:
+                self.save()
+            finally:
+                self._staging = None
+            old = analyzer.extensions.get(name)
+            if old is not None and old is not self:
+                old._close_memmaps()
+            final = Path(analyzer.folder) / "extensions" / name
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if final.exists():
+                final.rename(root / "previous")
+            (root / "new").rename(final)
+            shutil.rmtree(root, ignore_errors=True)
+        elif self.format == "zarr":
+            import zarr
+
+            zarr_root = analyzer._get_zarr_root(mode="r+")
+            zarr_root.create_group(f"{_ZARR_STAGING}/new", overwrite=True)
+            self._staging = f"{_ZARR_STAGING}/new"
+            try:
+                self.save()
+            finally:
+                self._staging = None
+            zarr_root = analyzer._get_zarr_root(mode="r+")
+            extensions = zarr_root.require_group("extensions")
+            if name in extensions:
+                zarr_root.move(f"extensions/{name}", f"{_ZARR_STAGING}/previous")
+            zarr_root.move(f"{_ZARR_STAGING}/new", f"extensions/{name}")
+            del zarr_root[_ZARR_STAGING]
+            zarr.consolidate_metadata(zarr_root.store)
+
+    def _remove_staging(self) -> None:
+        """Remove what an unfinished compute left in the staging location (never the stored result)."""
+        analyzer = self.sorting_analyzer
+        if self.format == "binary_folder":
+            shutil.rmtree(Path(analyzer.folder) / STAGING_NAME, ignore_errors=True)
+        elif self.format == "zarr" and not analyzer.is_read_only():
+            zarr_root = analyzer._get_zarr_root(mode="r+")
+            if _ZARR_STAGING in zarr_root:
+                del zarr_root[_ZARR_STAGING]
+
+    def _get_binary_extension_folder(self):
+        staging = getattr(self, "_staging", None)
+        return staging if staging is not None else super()._get_binary_extension_folder()
+
+    def _get_zarr_extension_group(self, mode="r+"):
+        staging = getattr(self, "_staging", None)
+        if staging is None:
+            return super()._get_zarr_extension_group(mode=mode)
+        return self.sorting_analyzer._get_zarr_root(mode=mode)[staging]
+
+    def _reset_extension_folder(self):
+        staging = getattr(self, "_staging", None)
+        if staging is None:
+            return super()._reset_extension_folder()
+        if self.format == "binary_folder":
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        else:
+            self.sorting_analyzer._get_zarr_root(mode="r+").create_group(staging, overwrite=True)
+
+    def _delete_extension_folder(self):
+        if not getattr(self, "_pending", False):
+            return super()._delete_extension_folder()
+        # SpikeInterface calls this on the new instance when set_params() or run() raised; the stored
+        # result is still the previous one, so only the staging goes. Re-raising the exception being handled
+        # skips compute_one_extension's next line, which would drop the previous result from memory.
+        self._remove_staging()
+        handled = sys.exc_info()[1]
+        if handled is not None:
+            raise handled
 
     def merge(self, new_sorting_analyzer, *args, **kwargs):
         # SpikeInterface copies this extension's params to the merged one; with fine-tuning, the merged

@@ -26,6 +26,7 @@ from .bundle import ModelBundle
 from .data import SpikeTrainSet, WindowSpec, inference_window_starts
 
 __all__ = [
+    "MissingCovariatesWarning",
     "EmbeddingResult",
     "embed_populations",
     "resolve_model",
@@ -33,6 +34,10 @@ __all__ = [
     "window_spec_of",
     "span_boundaries",
 ]
+
+
+class MissingCovariatesWarning(UserWarning):
+    """A model trained with covariates (stimulus, behaviour) got none, so zeros fill its covariate channels."""
 
 DEFAULT_MODEL_FILE = "neuronid-default.safetensors"
 #: Method name -> file name of its default model in ``spikeinterface_neuronid/default_model``.
@@ -238,11 +243,17 @@ def embed_populations(
             f"the population has {num_units} unit; embeddings are learned from population context and need "
             "at least 2 units recorded together (preferably tens)"
         )
-    total = sum(s.duration for s in segments)
     if all(s.duration < spec.window_s for s in segments):
+        if len(segments) == 1:
+            raise ValueError(
+                f"the recording ({segments[0].duration:.3g} s) is shorter than one {spec.window_s:g} s window of "
+                f"the model; give at least {spec.window_s:g} s of spikes"
+            )
+        durations = ", ".join(f"{s.duration:.3g}" for s in segments[:5]) + (", ..." if len(segments) > 5 else "")
         raise ValueError(
-            f"the recording ({total:.3g} s) is shorter than one {spec.window_s:g} s window of the model: "
-            f"each segment must last at least {spec.window_s:g} s"
+            f"each of the {len(segments)} segments ({durations} s) is shorter than one {spec.window_s:g} s window "
+            f"of the model; segments are embedded separately (windows never span two segments), so at least one "
+            f"segment must last {spec.window_s:g} s"
         )
     max_units = int(bundle.config.max_context_units if max_context_units is None else max_context_units)
     if max_units < 1:
@@ -257,19 +268,16 @@ def embed_populations(
             )
         if any(s.covariates is None for s in segments):
             warnings.warn(
-                f"the model was trained with {num_cov} covariates (surrounding information: stimulus or behaviour "
-                "aligned to the bins) but the recording has none: zeros are used instead, which can change the "
-                "embeddings. Provide them with compute('neuron_embedding', covariates=<array (n_samples, "
-                f"{num_cov})>, covariate_rate_hz=<Hz>), SpikeTrainSet(covariates=..., covariate_rate_hz=...), or "
-                "read them from an NWB file with spikeinterface_neuronid.nwb.read_nwb_covariates (neuronid "
-                "annotate does this)",
-                UserWarning,
+                f"model '{bundle.name}' expects {num_cov} covariates (stimulus/behaviour); none given, zeros used. "
+                "Pass covariates= and covariate_rate_hz= (see the NeurPIR tutorial)",
+                MissingCovariatesWarning,
                 stacklevel=2,
             )
 
     encoder = bundle.encoder().to(device)
     if getattr(bundle.config, "context", "window") == "span":
-        return _embed_spans(encoder, bundle.config, segments, max_units, seed, device, num_threads, progress_bar)
+        result = _embed_spans(encoder, bundle.config, segments, max_units, seed, device, num_threads, progress_bar)
+        return _warn_if_nothing_embedded(result)
     sums = np.zeros((num_units, bundle.config.dim), dtype=np.float64)
     counts = np.zeros(num_units, dtype=np.int64)
     samples = list(_iter_samples(segments, spec, max_units, seed))
@@ -308,7 +316,19 @@ def embed_populations(
     embedding = np.full(sums.shape, np.nan, dtype=np.float32)
     seen = counts > 0
     embedding[seen] = (sums[seen] / counts[seen, None]).astype(np.float32)
-    return EmbeddingResult(embedding=embedding, num_windows=counts)
+    return _warn_if_nothing_embedded(EmbeddingResult(embedding=embedding, num_windows=counts))
+
+
+def _warn_if_nothing_embedded(result: "EmbeddingResult") -> "EmbeddingResult":
+    if not np.any(result.embedded):
+        warnings.warn(
+            f"none of the {result.embedding.shape[0]} units could be embedded: no unit fired enough in any window "
+            "or span of the recording (too few spikes, or too short a recording), so every embedding is NaN and "
+            "every label 'unknown'",
+            UserWarning,
+            stacklevel=3,
+        )
+    return result
 
 
 def span_boundaries(duration: float, config) -> list[tuple[float, float, int]]:

@@ -10,13 +10,13 @@ import spikeinterface.core as si
 from conftest import make_analyzer
 
 import spikeinterface_neuronid  # noqa: F401  (registers the extension)
-from spikeinterface_neuronid.inference import default_model_path
+from spikeinterface_neuronid.inference import MissingCovariatesWarning, default_model_path
 
 DURATION = 12.0
 
 
 def _zero_warnings(record):
-    return [w for w in record if "zeros are used" in str(w.message)]
+    return [w for w in record if issubclass(w.category, MissingCovariatesWarning)]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -27,7 +27,8 @@ def test_extension_covariates_change_neurpir_output_and_persist(tmp_path):
     analyzer = make_analyzer(num_units=5, duration=DURATION, format="binary_folder", folder=tmp_path / "a")
     rate = 100.0
     cov = np.random.default_rng(0).normal(size=(int(DURATION * rate), 2))
-    with pytest.warns(UserWarning, match=r"trained with 2 covariates .* zeros are used .*covariates=") as record:
+    expected = r"expects 2 covariates \(stimulus/behaviour\); none given, zeros used\. Pass covariates="
+    with pytest.warns(MissingCovariatesWarning, match=expected) as record:
         bare = analyzer.compute("neuron_embedding", method="neurpir", progress_bar=False).get_data()
     assert len(_zero_warnings(record)) == 1
     with warnings.catch_warnings(record=True) as record:
@@ -79,7 +80,7 @@ def test_extension_covariates_are_checked(kwargs, error, match):
 
 def test_covariates_for_a_model_without_them_are_an_error_before_the_old_result_is_deleted(tmp_path):
     analyzer = make_analyzer(num_units=3, duration=DURATION, format="binary_folder", folder=tmp_path / "a")
-    with pytest.warns(UserWarning, match="zeros are used"):
+    with pytest.warns(MissingCovariatesWarning, match="none given, zeros used"):
         emb = analyzer.compute("neuron_embedding", method="neurpir").get_data()
     with pytest.raises(ValueError, match="takes none"):
         analyzer.compute("neuron_embedding", covariates=np.zeros((1200, 2)), covariate_rate_hz=100.0)
@@ -206,7 +207,7 @@ def test_annotate_gives_a_neurpir_model_the_files_behaviour(tmp_path):
     assert "2 covariate channel(s) at 50.0 Hz from sub-m1_ses-0.nwb: behavior/speed[0], trials" in (
         with_cov["model"]["method"]
     )
-    with pytest.warns(UserWarning, match="zeros are used"):
+    with pytest.warns(MissingCovariatesWarning, match="none given, zeros used"):
         annotate_nwb_file(source, tmp_path / "without.nwb", model=model, covariates=None)
     without = read_embedding_arrays(tmp_path / "without.nwb")
     assert "covariate" not in without["model"]["method"]

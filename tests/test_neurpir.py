@@ -5,6 +5,7 @@ from conftest import make_analyzer
 
 from spikeinterface_neuronid.bundle import ModelBundle
 from spikeinterface_neuronid.data import SpikeTrainSet
+from spikeinterface_neuronid.inference import MissingCovariatesWarning
 from spikeinterface_neuronid.methods import ViewBatch, available_methods, get_method
 from spikeinterface_neuronid.methods import neurpir
 from spikeinterface_neuronid.methods.neurpir import (
@@ -243,7 +244,7 @@ def test_covariates_change_neurpir_embeddings_through_embed_populations():
     bare = SpikeTrainSet(segment.spike_times, segment.duration)
     zeros = SpikeTrainSet(segment.spike_times, segment.duration, covariates=np.zeros_like(segment.covariates),
                           covariate_rate_hz=segment.covariate_rate_hz)
-    with pytest.warns(UserWarning, match="zeros are used"):
+    with pytest.warns(MissingCovariatesWarning, match="none given, zeros used"):
         no_cov = embed_populations(bundle, [bare]).embedding
     np.testing.assert_allclose(no_cov, embed_populations(bundle, [zeros]).embedding, rtol=1e-6, atol=1e-6)
     wrong = SpikeTrainSet(segment.spike_times, segment.duration, covariates=segment.covariates[:, :1],
@@ -267,7 +268,7 @@ def test_compute_with_method_neurpir_uses_the_shipped_model(tmp_path):
 
     shipped = ModelBundle.load(default_model_path("neurpir"))
     analyzer = make_analyzer(num_units=5, duration=12.0, format="binary_folder", folder=tmp_path / "a")
-    with pytest.warns(UserWarning, match="zeros are used"):
+    with pytest.warns(MissingCovariatesWarning, match="none given, zeros used"):
         ext = analyzer.compute("neuron_embedding", method="neurpir", progress_bar=False)
     assert ext.params["method"] == "neurpir" and ext.params["model"] == "default"
     assert ext.params["model_sha256"] == shipped.sha256
