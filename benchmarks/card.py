@@ -226,3 +226,4 @@ def write_card(out: Path, eval_animals, validation_animals) -> None:
     )
     with atomic_path(out / "MODEL_CARD.md") as tmp:
         tmp.write_text(text)
+    bundle.save_model_info(out / "neuronid-default.safetensors")

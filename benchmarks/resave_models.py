@@ -116,8 +116,10 @@ def main() -> None:
     scores["file_sha256"] = hashlib.sha256(neurpir.read_bytes()).hexdigest()
     _add_record(scores, record)
     write_json(scores_path, scores)
+    bundle = ModelBundle.load(neurpir)
     with atomic_path(MODEL_DIR / CARD_FILE) as tmp:
-        tmp.write_text(model_card(ModelBundle.load(neurpir), scores), encoding="utf-8")
+        tmp.write_text(model_card(bundle, scores), encoding="utf-8")
+    bundle.save_model_info(neurpir)
     print(f"{neurpir.name}: {record['from_sha256'][:12]}… -> {record['to_sha256'][:12]}…")
 
 

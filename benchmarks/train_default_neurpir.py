@@ -181,6 +181,7 @@ def main() -> None:
     write_json(out / SCORES_FILE, scores)
     with atomic_path(out / CARD_FILE) as tmp:
         tmp.write_text(model_card(bundle, scores), encoding="utf-8")
+    bundle.save_model_info(model_path)
     print(f"wrote {model_path}, {out / SCORES_FILE} and {out / CARD_FILE}")
 
 

@@ -418,6 +418,61 @@ class ModelBundle:
                 lines += ["", "```json", json.dumps(head.provenance, indent=2, sort_keys=True, default=str), "```"]
         return "\n".join(lines) + "\n"
 
+    def _package_versions(self) -> dict[str, str]:
+        """The package version that made the model, and the torch, numpy and Python versions writing its card."""
+        import platform
+
+        import numpy
+
+        versions = {"spikeinterface_neuronid": self.package_version, "torch": torch.__version__}
+        versions.update(numpy=numpy.__version__, python=platform.python_version())
+        return versions
+
+    def model_info(self, file_name: str | None = None) -> dict:
+        """A JSON-able summary to publish next to the model file (like SpikeInterface's ``model_info.json``).
+
+        Parameters
+        ----------
+        file_name : str | None, default: None
+            The model file's name, recorded under ``"file"``.
+
+        Returns
+        -------
+        dict
+            ``name``, ``method``, ``sha256`` (the identity, :func:`model_sha256`), ``file``, ``file_format``,
+            ``format_version``, ``created``, ``embedding_dim``, ``num_parameters``, ``package_versions``,
+            ``label_classes`` (each head's classes in probability-column order; ``"unknown"`` is the abstention),
+            ``heads`` (classes, temperature, threshold) and the ``config``. Everything in it is also in the file.
+        """
+        return dict(
+            model_info_version=1,
+            name=self.name,
+            method=self.method,
+            sha256=self.sha256,
+            file=file_name,
+            file_format="safetensors",
+            format_version=FORMAT_VERSION,
+            created=self.created,
+            embedding_dim=getattr(self.config, "dim", None),
+            num_parameters=self.num_parameters(),
+            package_versions=self._package_versions(),
+            label_classes={task: list(head.classes) for task, head in sorted(self._heads.items())},
+            heads={
+                task: dict(classes=list(head.classes), temperature=head.temperature, threshold=head.threshold)
+                for task, head in sorted(self._heads.items())
+            },
+            config=self.config.to_dict(),
+        )
+
+    def save_model_info(self, model_path: str | Path) -> Path:
+        """Write :meth:`model_info` as ``<model stem>.model_info.json`` next to ``model_path`` (atomically)."""
+        from ._io import write_json
+
+        model_path = Path(model_path)
+        path = model_path.with_name(f"{model_path.stem}.model_info.json")
+        write_json(path, self.model_info(model_path.name))
+        return path
+
     def front_matter(self, license: str = "unknown  # set before publishing", extra: Sequence[str] = ()) -> list[str]:
         """Hugging Face style YAML front matter of a model card, as lines (JSON-quoted scalars are valid YAML).
 
@@ -434,13 +489,7 @@ class ModelBundle:
             ``---``, the keys (library, tags, format, name, method, checksum, creation time, package versions,
             label classes per head), ``extra``, ``---`` and an empty line.
         """
-        import platform
-
-        import numpy
-        import torch
-
-        versions = {"spikeinterface_neuronid": self.package_version, "torch": torch.__version__}
-        versions.update(numpy=numpy.__version__, python=platform.python_version())
+        versions = self._package_versions()
         heads = {task: list(head.classes) for task, head in sorted(self._heads.items())}
         return [
             "---",

@@ -288,6 +288,7 @@ def _pretrain_command(args: argparse.Namespace) -> int:
 
     with atomic_path(path.with_suffix(".md")) as tmp:
         tmp.write_text(bundle.model_card())
+    bundle.save_model_info(path)
     losses = np.asarray(history["loss"])
     k = max(1, len(losses) // 10)
     print(f"loss {losses[:k].mean():.3f} -> {losses[-k:].mean():.3f}; wrote {path} (sha256 {bundle.sha256[:12]}…)")
@@ -400,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
         "pretrain",
         "self-supervised pretraining of an embedding model",
         "Pretrain (or, with --init, fine-tune) an embedding model on SortingAnalyzer folders or simulated animals, "
-        "and write it as a .safetensors file with a model card (.md) next to it.",
+        "and write it as a .safetensors file with a model card (.md) and a .model_info.json next to it.",
     )
     pre.add_argument(
         "inputs",

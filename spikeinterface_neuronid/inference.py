@@ -22,7 +22,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .bundle import ModelBundle
+from .bundle import ModelBundle, ModelFileNotFoundError
 from .data import SpikeTrainSet, WindowSpec, inference_window_starts
 
 __all__ = [
@@ -100,7 +100,10 @@ def resolve_model(model: str | Path | ModelBundle | None = "default", method: st
                     f"the default model file is missing from the installation ({path}); reinstall "
                     "spikeinterface-neuronid or pass model=<path to a .safetensors model>"
                 )
-            raise FileNotFoundError(f"model file not found: {path}; pass 'default' or the path of a .safetensors model")
+            what = "is a folder, not a model file" if path.is_dir() else "not found"
+            raise ModelFileNotFoundError(
+                2, f"model file {what}; pass model='default' or the path of a .safetensors model file", str(path)
+            )
         key = (str(path.resolve()), path.stat().st_mtime)
         if key not in _MODEL_CACHE:
             _MODEL_CACHE[key] = ModelBundle.load(path)

@@ -29,6 +29,16 @@ def test_default_model_file_is_small_verified_and_described_by_its_card():
     assert bundle.provenance["command"] == scores["command"]
 
 
+def test_shipped_models_have_model_info_matching_the_file():
+    for method in ("nuclr", "neurpir"):
+        path = default_model_path(method)
+        bundle = ModelBundle.load(path)
+        info = json.loads(path.with_name(f"{path.stem}.model_info.json").read_text())
+        assert info["sha256"] == bundle.sha256 and info["file"] == path.name and info["method"] == method
+        assert info["label_classes"] == {task: list(head.classes) for task, head in bundle.heads.items()}
+        assert info["config"] == bundle.config.to_dict() and info["num_parameters"] == bundle.num_parameters()
+
+
 def test_model_card_front_matter_is_yaml_with_the_measured_metrics():
     from ruamel.yaml import YAML  # an hdmf dependency
 

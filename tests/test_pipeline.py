@@ -74,6 +74,10 @@ def test_cli_pretrain_on_simulated_animals(tmp_path):
     card = out.with_suffix(".md").read_text()
     assert card.startswith("---\n") and f"sha256: {bundle.sha256}" in card  # YAML front matter first
     assert "\n# Model card: cli-test\n" in card
+    info = json.loads((tmp_path / "cli.model_info.json").read_text())  # issue 14 part 4
+    assert info["sha256"] == bundle.sha256 and info["file"] == "cli.safetensors" and info["method"] == "nuclr"
+    assert info["package_versions"]["spikeinterface_neuronid"] == bundle.package_version
+    assert info["config"] == bundle.config.to_dict() and info["label_classes"] == {}
 
 
 def test_parse_range():
