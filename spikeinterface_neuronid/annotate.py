@@ -12,10 +12,11 @@ file's behavioural time series and trials indicator as covariates
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-import traceback
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -55,7 +56,9 @@ class AnnotateResult:
     seconds : float
         Wall time spent on this file.
     error : str | None
-        What went wrong, or None.
+        What went wrong (one line: the exception's type and message), or None.
+    exception : Exception | None
+        The exception itself (for its traceback), or None.
     """
 
     source: Path
@@ -63,6 +66,7 @@ class AnnotateResult:
     num_units: int = 0
     seconds: float = 0.0
     error: str | None = None
+    exception: Exception | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -85,7 +89,8 @@ def find_nwb_files(inputs: Sequence[str | Path], exclude: str | Path | None = No
         is searched recursively for ``*.nwb`` files and ``*.nwb.zarr`` stores (e.g. a DANDI tree
         ``sub-*/sub-*_ses-*.nwb``); the copy keeps the path relative to that folder.
     exclude : str | Path | None, default: None
-        A folder whose contents are skipped (the output folder, when it lies inside an input folder).
+        A folder whose contents are skipped (the output folder, when it lies inside an input folder). Compared
+        after resolving symbolic links, so a link to the input folder does not bring the output folder back.
 
     Returns
     -------
@@ -99,7 +104,7 @@ def find_nwb_files(inputs: Sequence[str | Path], exclude: str | Path | None = No
     ValueError
         Two inputs would be written to the same output path.
     """
-    exclude_abs = Path(os.path.abspath(exclude)) if exclude is not None else None
+    exclude_abs = Path(os.path.realpath(exclude)) if exclude is not None else None
     found: list[tuple[Path, Path]] = []
     for item in inputs:
         item = Path(item)
@@ -111,10 +116,8 @@ def find_nwb_files(inputs: Sequence[str | Path], exclude: str | Path | None = No
         matches = []
         for root, dirs, files in os.walk(item):
             root_path = Path(root)
-            if exclude_abs is not None and (
-                Path(os.path.abspath(root_path)) == exclude_abs
-                or exclude_abs in Path(os.path.abspath(root_path)).parents
-            ):
+            real_root = Path(os.path.realpath(root_path))
+            if exclude_abs is not None and (real_root == exclude_abs or exclude_abs in real_root.parents):
                 dirs[:] = []
                 continue
             for d in list(dirs):
@@ -139,12 +142,65 @@ def find_nwb_files(inputs: Sequence[str | Path], exclude: str | Path | None = No
     return list(unique.values())
 
 
+def _root_neurodata_type(path: Path) -> str | None:
+    """The ``neurodata_type`` attribute of the file's root group (``"NWBFile"`` for NWB), read without pynwb.
+
+    Raises
+    ------
+    NWBAnnotateError
+        The path is neither an HDF5 file nor a Zarr store.
+    """
+    from .nwb import is_zarr_path
+
+    if is_zarr_path(path):
+        import json
+
+        for meta in (".zattrs", "zarr.json"):
+            if (Path(path) / meta).is_file():
+                attrs = json.loads((Path(path) / meta).read_text() or "{}")
+                attrs = attrs.get("attributes", attrs) if meta == "zarr.json" else attrs
+                return attrs.get("neurodata_type")
+        if not (Path(path) / ".zgroup").exists():
+            raise NWBAnnotateError("not a Zarr store (no .zgroup, .zattrs or zarr.json), so not an NWB file")
+        return None
+    import h5py
+
+    if not h5py.is_hdf5(path):
+        raise NWBAnnotateError(
+            "not an HDF5 file, so not an NWB file: pass NWB files (HDF5 *.nwb or Zarr *.nwb.zarr)"
+        )
+    with h5py.File(path, "r") as f:
+        value = f.attrs.get("neurodata_type")
+    return value.decode() if isinstance(value, bytes) else (None if value is None else str(value))
+
+
+def _first_line(err: BaseException, limit: int = 300) -> str:
+    text = str(err).strip().splitlines()
+    text = text[0] if text else ""
+    return f"{type(err).__name__}: {text[:limit]}{'…' if len(text) > limit else ''}"
+
+
 def _units_summary(path: Path, check_annotated: bool = True) -> dict:
     """Open the file read-only and check that its Units table can be embedded (and, by default, is not annotated)."""
-    from .nwb import EMBEDDING_COLUMN, MODEL_RECORD_NAME, _nwb_io
+    import pynwb
 
-    with _nwb_io(path, "r", load_namespaces=True) as io:
-        nwbfile = io.read()
+    from .nwb import EMBEDDING_COLUMN, MODEL_RECORD_NAME, _nwb_io, is_zarr_path
+
+    if _root_neurodata_type(path) != "NWBFile":
+        kind = "a Zarr store" if is_zarr_path(path) else "an HDF5 file"
+        raise NWBAnnotateError(
+            f"{kind} but not an NWB file (its root has no neurodata_type 'NWBFile' attribute): pass NWB files, "
+            "or convert this one to NWB first (e.g. with neuroconv)"
+        )
+    with contextlib.ExitStack() as stack:
+        try:
+            io = stack.enter_context(_nwb_io(path, "r", load_namespaces=True))
+            nwbfile = io.read()
+        except Exception as err:
+            raise NWBAnnotateError(
+                f"pynwb {pynwb.__version__} cannot read the file ({_first_line(err)}); check it with "
+                f"`nwbinspector {path}`"
+            ) from err
         units = nwbfile.units
         if units is None:
             raise NWBAnnotateError(
@@ -183,11 +239,16 @@ def _units_summary(path: Path, check_annotated: bool = True) -> dict:
 
 
 def _sampling_frequency(resolution: float | None, given: float | None) -> float:
+    from .corpus import check_spike_time_resolution
+
     if given is not None:
         if not np.isfinite(given) or given <= 0:
             raise ValueError(f"sampling_frequency must be a positive number, got {given!r}")
+        check_spike_time_resolution(given, what="--sampling-frequency (sampling_frequency)")
         return float(given)
     if resolution is not None and np.isfinite(resolution) and 0 < resolution <= 0.01:
+        what = f"the spike-time resolution of the Units table (resolution = {resolution:g} s)"
+        check_spike_time_resolution(1.0 / resolution, what=what)
         return 1.0 / resolution
     return DEFAULT_SAMPLING_FREQUENCY  # old files often have no (or a placeholder) resolution
 
@@ -243,18 +304,33 @@ def annotate_nwb_file(
     Raises
     ------
     NWBAnnotateError
-        The file has no Units table, no spike_times, no units, no spikes at all, or is already annotated.
+        The file is not an NWB file or pynwb cannot read it, has no Units table, no spike_times, no units, no
+        spikes at all, or is already annotated.
     FileExistsError
         ``output`` exists and ``overwrite`` is False.
+    ValueError
+        ``output`` is ``source``.
+
+    Warns
+    -----
+    UserWarning
+        When temporaries of an earlier, killed run for ``output`` are removed, or when hdmf cannot re-write the
+        file and the copy is made by appending to the source's bytes instead (see
+        :func:`~spikeinterface_neuronid.nwb.write_embeddings_to_nwb`).
     """
     from . import extension  # noqa: F401  (registers the extension)
     from .nwb import _check_output_path, write_embeddings_to_nwb
 
+    from .nwb import _recover_interrupted_writes
+
     source, output = Path(source), Path(output)
     if not source.exists():
         raise FileNotFoundError(f"NWB file not found: {source}")
-    if output.exists() and not overwrite:  # in the terms of both the command line and the Python API
-        raise FileExistsError(f"{output} exists; pass --overwrite (overwrite=True in Python) to replace it")
+    if os.path.realpath(output) == os.path.realpath(source):
+        raise ValueError(f"output {output} is the source file itself; write the annotated copy to another path")
+    _recover_interrupted_writes(output)  # temporaries of a killed earlier run (SIGKILL): removed or restored
+    if os.path.lexists(output) and not overwrite:
+        raise FileExistsError(f"{output} exists; pass overwrite=True to replace it")
     _check_output_path(output, overwrite)  # fail before the (slow) embedding
     analyzer, t_start, duration = _nwb_analyzer(source, sampling_frequency)
     job_kwargs = dict(progress_bar=False)
@@ -343,6 +419,97 @@ def _file_covariates(source: Path, model, covariates, *, t_start: float, duratio
     return cov
 
 
+class _Terminated(SystemExit):
+    """SIGTERM while annotating, raised in the main thread so that the write in progress removes its temporary.
+
+    A ``SystemExit`` (exit status 128 + 15 = 143, as for a process killed by SIGTERM): no ``except Exception``
+    catches it, and every ``finally`` on the way runs.
+    """
+
+
+@contextlib.contextmanager
+def _sigterm_as_exception():
+    """While inside, SIGTERM raises :class:`_Terminated` in the main thread; the previous handler is restored.
+
+    Only when called from the main thread and SIGTERM has its default handler (which kills the process at once,
+    leaving the temporary of the file being written behind): a handler of the application is left alone.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not (
+        signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the clean-up is not interrupted by a second one
+        raise _Terminated(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _is_annotated_copy(path: Path) -> bool:
+    """Whether ``path`` has our model record (cheap: h5py / the Zarr store's folders, not pynwb)."""
+    from .nwb import MODEL_RECORD_NAME, is_zarr_path
+
+    if is_zarr_path(path):
+        return (Path(path) / "general" / MODEL_RECORD_NAME).is_dir()
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return "general" in f and MODEL_RECORD_NAME in f["general"]
+    except (OSError, ValueError):  # not HDF5: annotate_nwb_file reports it
+        return False
+
+
+def _discover(
+    inputs: Sequence[str | Path], output_folder: str | Path, cli: bool = False
+) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """The files to annotate and the annotated copies skipped in input folders (earlier runs' outputs).
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        From :func:`find_nwb_files`; or the output folder is an input folder, or a copy would replace its source.
+    """
+    out_term = "-o" if cli else "output_folder"
+    out_real = os.path.realpath(output_folder)
+    for item in inputs:
+        if Path(item).is_dir() and not _is_nwb(Path(item)) and os.path.realpath(item) == out_real:
+            raise ValueError(
+                f"{out_term} {output_folder} is the input folder {item}: the annotated copies would replace the "
+                f"sources; name another folder, e.g. {out_term} {Path(item) / 'annotated'}"
+            )
+    files = find_nwb_files(inputs, exclude=output_folder)
+    for source, rel in files:
+        if os.path.realpath(Path(output_folder) / rel) == os.path.realpath(source):
+            raise ValueError(
+                f"{out_term} {output_folder} would write the annotated copy of {source} over the file itself; "
+                f"name another folder, e.g. {out_term} {Path(output_folder) / 'annotated'}"
+            )
+    explicit = {os.path.realpath(i) for i in inputs if Path(i).is_file() or _is_nwb(Path(i))}
+    keep, skipped = [], []
+    for source, rel in files:
+        if os.path.realpath(source) not in explicit and _is_annotated_copy(source):
+            skipped.append(source)  # an earlier run's output inside the input tree
+        else:
+            keep.append((source, rel))
+    return keep, skipped
+
+
+def _skipped_note(skipped: list[Path]) -> str:
+    shown = ", ".join(str(p) for p in skipped[:3]) + (f", … ({len(skipped)} in all)" if len(skipped) > 3 else "")
+    what = "an annotated copy" if len(skipped) == 1 else f"{len(skipped)} annotated copies"
+    return f"skipped {what} found in the input folders (outputs of an earlier run): {shown}"
+
+
 def annotate_nwb_files(
     inputs: Sequence[str | Path],
     output_folder: str | Path,
@@ -363,13 +530,19 @@ def annotate_nwb_files(
     or its path relative to the input folder it was found in (a DANDI tree ``sub-*/sub-*_ses-*.nwb`` is
     mirrored). The copies have new identifiers; the sources are only read.
 
+    Files in input folders that are already annotated copies (the outputs of an earlier run into another folder
+    of the tree) are skipped, with a warning; a file named explicitly is annotated (and fails if annotated).
+    SIGTERM (from the main thread, when the application has not set a handler of its own) stops the run
+    cleanly: the file being written is not left behind as a temporary, and :class:`SystemExit` (status 143) is
+    raised.
+
     Parameters
     ----------
     inputs : sequence of str | Path
         NWB files and folders (searched recursively, see :func:`find_nwb_files`).
     output_folder : str | Path
         Where the annotated copies go (created if needed). It may lie inside an input folder: it is skipped
-        when searching.
+        when searching. It must not be an input folder itself.
     model : str | Path, default: "default"
         Model to embed with.
     sampling_frequency : float | None, default: None
@@ -389,43 +562,62 @@ def annotate_nwb_files(
     Raises
     ------
     FileNotFoundError, ValueError
-        From :func:`find_nwb_files` (missing input, two inputs with the same output path), before any work.
+        From :func:`find_nwb_files` (missing input, two inputs with the same output path), or the output folder
+        is an input folder (the copies would replace their sources); before any work.
     """
+    files, skipped = _discover(inputs, output_folder)
+    if skipped:
+        warnings.warn(_skipped_note(skipped), UserWarning, stacklevel=2)
+    results: list[AnnotateResult] = []
+    _annotate_files(
+        files,
+        Path(output_folder),
+        results,
+        model=model,
+        sampling_frequency=sampling_frequency,
+        overwrite=overwrite,
+        progress_bar=progress_bar,
+        n_jobs=n_jobs,
+        batch_size=batch_size,
+        device=device,
+        covariates=covariates,
+    )
+    return results
+
+
+def _annotate_files(files, output_folder: Path, results: list, *, progress_bar: bool, **kwargs) -> None:
+    """Annotate ``files`` (from :func:`_discover`), appending an :class:`AnnotateResult` per file to ``results``."""
     from tqdm.auto import tqdm
 
     from .inference import resolve_model
 
-    output_folder = Path(output_folder)
-    files = find_nwb_files(inputs, exclude=output_folder)
-    resolve_model(str(model))  # a bad model is one error for the run, not one per file
-    results = []
+    resolve_model(str(kwargs["model"]))  # a bad model is one error for the run, not one per file
     bar = tqdm(files, desc="neuronid annotate", unit="file", disable=not progress_bar)
-    for source, rel in bar:
-        bar.set_postfix_str(str(rel), refresh=False)
-        output = output_folder / rel
-        t0 = time.perf_counter()
-        try:
-            n = annotate_nwb_file(
-                source,
-                output,
-                model=model,
-                sampling_frequency=sampling_frequency,
-                overwrite=overwrite,
-                n_jobs=n_jobs,
-                batch_size=batch_size,
-                device=device,
-                covariates=covariates,
-            )
-            results.append(AnnotateResult(source, output, n, time.perf_counter() - t0))
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as err:  # one bad file must not stop the batch
-            message = f"{type(err).__name__}: {err}"
-            if not isinstance(err, (NWBAnnotateError, FileExistsError, FileNotFoundError, ValueError, OSError)):
-                message += "\n" + "".join(traceback.format_exception(err)[-3:]).rstrip()
-            results.append(AnnotateResult(source, output, 0, time.perf_counter() - t0, message))
-    bar.close()
-    return results
+    try:
+        with _sigterm_as_exception():
+            for source, rel in bar:
+                bar.set_postfix_str(str(rel), refresh=False)
+                output = output_folder / rel
+                t0 = time.perf_counter()
+                try:
+                    n = annotate_nwb_file(source, output, **kwargs)
+                    results.append(AnnotateResult(source, output, n, time.perf_counter() - t0))
+                except Exception as err:  # one bad file must not stop the batch (SIGTERM, Ctrl-C do)
+                    results.append(
+                        AnnotateResult(source, output, 0, time.perf_counter() - t0, _first_line(err, 600), err)
+                    )
+    finally:
+        bar.close()
+
+
+def _cli_error(result: AnnotateResult) -> str:
+    """``result.error`` in the command line's terms."""
+    err = result.exception
+    if isinstance(err, FileExistsError):
+        return f"{result.output} exists; pass --overwrite to replace it"
+    if isinstance(err, NWBAnnotateError):
+        return str(err).splitlines()[0]
+    return result.error or ""
 
 
 def annotate_command(
@@ -439,44 +631,58 @@ def annotate_command(
 ) -> int:
     """``neuronid annotate``: run :func:`annotate_nwb_files`, print a summary, return the exit code.
 
+    Every problem is printed as one line, in the command line's terms (``-o``, ``--overwrite``).
+
     Returns
     -------
     int
         0 when every file was annotated, 1 when at least one failed (the others are still written), 2 when
-        the inputs name no NWB file or cannot be used at all.
+        the inputs name no NWB file or cannot be used at all, 143 when stopped by SIGTERM (the file being
+        written is removed, the files done are kept).
     """
     import sys
 
     try:
-        files = find_nwb_files(inputs, exclude=output_folder)
+        files, skipped = _discover(inputs, output_folder, cli=True)
     except (FileNotFoundError, ValueError) as err:
         print(f"neuronid annotate: {err}", file=sys.stderr)
         return 2
+    if skipped:
+        print(f"neuronid annotate: {_skipped_note(skipped)}", file=sys.stderr, flush=True)
     if not files:
         print(
-            f"neuronid annotate: no NWB file (*.nwb, *.nwb.zarr) in {', '.join(str(i) for i in inputs)}",
+            f"neuronid annotate: no NWB file (*.nwb, *.nwb.zarr) to annotate in {', '.join(str(i) for i in inputs)}",
             file=sys.stderr,
         )
         return 2
     t0 = time.perf_counter()
+    results: list[AnnotateResult] = []
     try:
-        results = annotate_nwb_files(
-            inputs,
-            output_folder,
+        _annotate_files(
+            files,
+            Path(output_folder),
+            results,
             model=model,
             sampling_frequency=sampling_frequency,
             overwrite=overwrite,
             progress_bar=progress_bar,
         )
     except (FileNotFoundError, ValueError, ImportError) as err:
-        print(f"neuronid annotate: {err}", file=sys.stderr)
+        print(f"neuronid annotate: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
+    except _Terminated as stop:
+        print(
+            f"neuronid annotate: stopped by SIGTERM after {len(results)} of {len(files)} file(s); the copies "
+            f"written are kept in {output_folder}, the one being written was removed",
+            file=sys.stderr,
+        )
+        return int(stop.code)
     failed = [r for r in results if not r.ok]
     for r in results:  # in processing order; flushed so that stdout and stderr lines interleave in that order
         if r.ok:
             print(f"{r.source} -> {r.output} ({r.num_units} units, {r.seconds:.1f} s)", flush=True)
         else:
-            print(f"FAILED {r.source}: {r.error}", file=sys.stderr, flush=True)
+            print(f"FAILED {r.source}: {_cli_error(r)}", file=sys.stderr, flush=True)
     print(
         f"annotated {len(results) - len(failed)} of {len(results)} file(s) into {output_folder} "
         f"in {time.perf_counter() - t0:.1f} s" + (f"; {len(failed)} failed (see above)" if failed else "")

@@ -98,15 +98,63 @@ def _nwb_io(path, mode: str, **kwargs):
     return _import_pynwb().NWBHDF5IO(str(path), mode, **kwargs)
 
 
+#: Names of the temporaries of :func:`_atomic_store` (and :func:`._io.atomic_path`) next to an output ``NAME``:
+#: ``.NAME.XXXXXXXX.tmp`` (``tempfile``'s 8 random characters) and ``.NAME.XXXXXXXX.old`` (a Zarr store moved
+#: aside while its replacement is renamed into place).
+_TEMP_SUFFIX_RE = r"\.[a-z0-9_]{8}\.(tmp|old)"
+
+
+def _stale_temporaries(path: Path) -> list[Path]:
+    """Temporaries of our own naming pattern for the output ``path`` (see ``_TEMP_SUFFIX_RE``), sorted."""
+    path = Path(path)
+    pattern = re.compile(re.escape(f".{path.name}") + _TEMP_SUFFIX_RE + "$")
+    try:
+        entries = list(path.parent.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(p for p in entries if pattern.match(p.name))
+
+
+def _recover_interrupted_writes(path: Path) -> list[str]:
+    """Clean up after a write to ``path`` that was killed (SIGKILL, power loss) before it could do so itself.
+
+    A ``.tmp`` temporary is removed. A ``.old`` Zarr store (moved aside for its replacement) is removed when
+    ``path`` exists, and moved back to ``path`` when it does not (the previous output, not yet replaced).
+    Only entries of our own naming pattern for this output are touched.
+
+    Returns
+    -------
+    list of str
+        What was done, one sentence each (also emitted as warnings).
+    """
+    notes = []
+    for stale in _stale_temporaries(path):
+        if stale.name.endswith(".old") and not os.path.lexists(path):
+            os.replace(stale, path)
+            notes.append(f"restored {path} from {stale.name}, left by an interrupted run")
+            continue
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink()
+        notes.append(f"removed {stale}, a temporary left by an interrupted run")
+    for note in notes:
+        warnings.warn(note, UserWarning, stacklevel=3)
+    return notes
+
+
 @contextlib.contextmanager
 def _atomic_store(path: Path, zarr: bool) -> Iterator[Path]:
     """Like :func:`._io.atomic_path`, for an HDF5 file or a Zarr directory store.
 
     A Zarr store is written into a temporary directory next to ``path`` and renamed into place; an existing
-    store at ``path`` is moved aside first and removed only once the new one is in place.
+    store at ``path`` is moved aside first and removed only once the new one is in place. Temporaries that an
+    earlier, killed write of the same ``path`` left behind are cleaned up first
+    (:func:`_recover_interrupted_writes`).
     """
     from ._io import atomic_path
 
+    _recover_interrupted_writes(path)
     if not zarr:
         with atomic_path(path) as tmp:
             yield tmp
@@ -369,6 +417,22 @@ def write_embeddings_to_nwb(
         ``overwrite``), no Units table, a column or model record of the same name already present, or units
         that do not match. All checks run before anything is written; the output is written to a temporary
         file in its folder and renamed into place, so a failed run leaves no output file.
+
+    Warns
+    -----
+    UserWarning
+        When temporaries that a killed earlier write of ``output_path`` left next to it are removed, and when
+        the copy is made by the fallback below.
+
+    Notes
+    -----
+    The copy is written by hdmf's export, in the schema version of the installed pynwb. Files of older pynwb
+    versions and other writers are accepted as they were read: a predefined ragged column stored without
+    its index (a Units ``electrodes`` column of one electrode per unit without ``electrodes_index``, as MatNWB
+    writes it) is written back in that layout. When hdmf cannot export an HDF5 file all the same, the copy is
+    the source's bytes with the columns, the model record and the extension's spec appended (with h5py, from
+    a scratch file that pynwb writes), a new identifier and new object ids; the rest of the file, its schema
+    version included, is unchanged. Zarr sources and outputs have no such fallback.
     """
     _import_pynwb()
     _import_ndx()  # the extension must be loaded so its spec is cached in the written file
@@ -404,21 +468,171 @@ def write_embeddings_to_nwb(
         raise ValueError(f"output_path is the source file {source_path}; pass another path or in_place=True")
     zarr_out = _check_output_path(output_path, overwrite)
 
+    export_error = None
     with _nwb_io(source_path, "r") as src_io:
         nwbfile = src_io.read()
         order = _check_and_order(nwbfile, sorting_analyzer, data, unit_id_column)
+        _tolerate_legacy_layouts(src_io, nwbfile)
         _add_columns(nwbfile, params, data, order)
         nwbfile.generate_new_id()  # new object ids ...
         nwbfile.fields["identifier"] = str(uuid.uuid4())  # ... and a new file identifier (a new file)
         nwbfile.set_modified()
-        with _atomic_store(output_path, zarr_out) as tmp, warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*does not end in '.nwb'", category=UserWarning)
-            warnings.filterwarnings("ignore", message="missing object_codec for object array", category=FutureWarning)
-            # across backends (HDF5 <-> Zarr) the data must be copied, not linked to the source
-            cross = is_zarr_path(source_path) != zarr_out
-            with _nwb_io(tmp, "w") as out_io:
-                out_io.export(src_io=src_io, nwbfile=nwbfile, **({"write_args": {"link_data": False}} if cross else {}))
+        try:
+            with _atomic_store(output_path, zarr_out) as tmp, warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*does not end in '.nwb'", category=UserWarning)
+                warnings.filterwarnings(
+                    "ignore", message="missing object_codec for object array", category=FutureWarning
+                )
+                # across backends (HDF5 <-> Zarr) the data must be copied, not linked to the source
+                cross = is_zarr_path(source_path) != zarr_out
+                with _nwb_io(tmp, "w") as out_io:
+                    out_io.export(
+                        src_io=src_io, nwbfile=nwbfile, **({"write_args": {"link_data": False}} if cross else {})
+                    )
+        except OSError:  # disk full, permissions, ...: a copy would fail the same way
+            raise
+        except Exception as err:  # hdmf cannot rebuild something of this file
+            if zarr_out or is_zarr_path(source_path):
+                raise
+            export_error = err
+    if export_error is not None:
+        lines = str(export_error).splitlines() or [""]
+        reason = f"{type(export_error).__name__}: {lines[0][:300]}"
+        _write_copy_with_columns(source_path, output_path, params, data, order)
+        warnings.warn(
+            f"hdmf could not re-write {source_path} ({reason}); {output_path} is instead a byte copy of it with "
+            "the annotation columns and model record appended (the rest of the file, schema version included, is "
+            "unchanged)",
+            UserWarning,
+            stacklevel=2,
+        )
     return output_path
+
+
+def _tolerate_legacy_layouts(io, nwbfile) -> None:
+    """Let the installed hdmf write back what ``io`` read from a file of an older pynwb or of another writer.
+
+    * A predefined ragged column stored without its index (e.g. a Units ``electrodes`` column of one electrode
+      per unit and no ``electrodes_index``, as MatNWB and several converters write it; the schema allows both)
+      leaves the table without the ``<column>_index`` attribute that hdmf's mapper reads: it is set to None.
+    * pynwb's mapper of the Units ``electrodes`` column expects the ragged layout; for a plain column, the
+      mapper of this ``io`` only (every IO has its own copy of the type map) gets one that accepts both.
+
+    The columns keep their layout in what is written.
+    """
+    from hdmf.common import DynamicTable, VectorIndex
+
+    for obj in list(nwbfile.objects.values()):
+        if not isinstance(obj, DynamicTable):
+            continue
+        for spec in getattr(obj, "__columns__", ()):
+            depth = spec.get("index", False)
+            depth = 1 if depth is True else int(depth or 0)
+            name = spec["name"]
+            for _ in range(depth):
+                name += "_index"
+                if not hasattr(obj, name):
+                    setattr(obj, name, None)
+    units = nwbfile.units
+    if units is None or "electrodes" not in units.colnames or isinstance(units.get("electrodes"), VectorIndex):
+        return
+    mapper = io.manager.type_map.get_map(units)
+    overrides = getattr(type(mapper), "obj_attrs", None)
+    if not isinstance(overrides, dict) or "electrodes" not in overrides:
+        return
+
+    def electrodes_column(_mapper, container, manager):  # as pynwb's UnitsMap, for both layouts
+        column = container.get("electrodes")
+        region = column.target if isinstance(column, VectorIndex) else column
+        if region.table is None:
+            region.table = container.get_ancestor("NWBFile").electrodes
+        return column
+
+    mapper.obj_attrs = {**overrides, "electrodes": electrodes_column}
+
+
+def _write_copy_with_columns(source_path: Path, output_path: Path, params: dict, data: dict, order) -> None:
+    """The fallback of :func:`write_embeddings_to_nwb` for an HDF5 file that hdmf cannot export.
+
+    The source's bytes are copied to a temporary file next to ``output_path``; the columns and the model record
+    are written by pynwb into a scratch file (so that they follow the extension's spec exactly) and copied into
+    the temporary one with h5py, with the ``model`` references re-pointed, the Units ``colnames`` extended and
+    the extension's spec cached; the identifier and object ids are renewed; then it is renamed into place.
+    Nothing else of the file changes (its schema version included), and the source is only read.
+    """
+    import h5py
+
+    pynwb = _import_pynwb()
+    num_rows = len(order)
+    with _atomic_store(output_path, False) as tmp:
+        fd, scratch_name = tempfile.mkstemp(dir=output_path.parent, prefix=f".{output_path.name}.", suffix=".tmp")
+        os.close(fd)
+        scratch = Path(scratch_name)
+        try:
+            scratch_file = pynwb.NWBFile(
+                session_description="scratch",
+                identifier=str(uuid.uuid4()),
+                session_start_time=_dt.datetime.now(_dt.timezone.utc),
+            )
+            scratch_file.units = pynwb.misc.Units(name="units", description="scratch", id=list(range(num_rows)))
+            _add_columns(scratch_file, params, data, order)  # rows in the source table's order
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*does not end in '.nwb'", category=UserWarning)
+                with pynwb.NWBHDF5IO(str(scratch), "w") as io:
+                    io.write(scratch_file)
+            shutil.copyfile(source_path, tmp)
+            with h5py.File(scratch, "r") as src, h5py.File(tmp, "r+") as dst:
+                _renew_ids(dst)
+                columns = _str_list(src["units"].attrs["colnames"])
+                model = dst["general"].create_group(MODEL_RECORD_NAME)
+                for key, value in src["general"][MODEL_RECORD_NAME].attrs.items():
+                    model.attrs[key] = value
+                units = dst["units"]
+                for name in columns:
+                    _copy_column(src["units"][name], units, name, model.ref)
+                units.attrs["colnames"] = np.array(
+                    _str_list(units.attrs["colnames"]) + columns, dtype=h5py.string_dtype()
+                )
+                _cache_namespace(src, dst, NAMESPACE)
+        finally:
+            scratch.unlink(missing_ok=True)
+
+
+def _renew_ids(f) -> None:
+    """A new ``identifier`` and new object ids (the copy is a new file), in an h5py file open for writing."""
+    import h5py
+
+    if "identifier" in f:
+        attrs = dict(f["identifier"].attrs)
+        del f["identifier"]
+        ds = f.create_dataset("identifier", data=str(uuid.uuid4()), dtype=h5py.string_dtype())
+        for key, value in attrs.items():
+            ds.attrs[key] = value
+    objects = [f]
+    f.visititems(lambda _name, obj: objects.append(obj))
+    for obj in objects:
+        if "object_id" in obj.attrs:
+            obj.attrs["object_id"] = str(uuid.uuid4())
+
+
+def _copy_column(src, units, name: str, model_ref) -> None:
+    """Copy ``src`` (one of our columns, in the scratch file) into ``units``; its ``model`` -> ``model_ref``."""
+    values = src[()]
+    ds = units.create_dataset(name, data=values, dtype=src.dtype)
+    for key, value in src.attrs.items():
+        ds.attrs[key] = model_ref if key == "model" else value
+
+
+def _cache_namespace(src, dst, namespace: str) -> None:
+    """Copy the cached spec of ``namespace`` from ``src`` into ``dst`` (h5py files), creating ``/specifications``."""
+    import h5py
+
+    if "specifications" not in dst:
+        dst.create_group("specifications")
+        dst.attrs.create(".specloc", dst["specifications"].ref, dtype=h5py.ref_dtype)
+    if namespace in dst["specifications"]:
+        return
+    src.copy(src["specifications"][namespace], dst["specifications"], name=namespace)
 
 
 def _check_output_path(output_path: Path, overwrite: bool) -> bool:
