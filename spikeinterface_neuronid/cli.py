@@ -279,9 +279,7 @@ def _pretrain_command(args: argparse.Namespace) -> int:
         name=args.name,
         provenance=provenance,
     )
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+    if history.get("rank", 0) != 0:
         return 0  # under torchrun every rank holds the same weights; rank 0 writes the file
     path = bundle.save(args.output)
     from ._io import atomic_path
@@ -493,7 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-o",
         "--output",
         required=True,
-        help="folder for the annotated copies, paths mirrored; required, no default",
+        help="folder for the annotated copies, paths mirrored; not an input folder itself (one inside an input "
+        "folder is skipped when searching, as are annotated copies of earlier runs); required, no default",
     )
     ann.add_argument("--model", default="default", help=f"{_MODEL_HELP} {_MODEL_DEFAULT}")
     ann.add_argument(

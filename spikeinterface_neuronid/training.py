@@ -9,12 +9,22 @@ Multi-GPU / multi-process
 -------------------------
 Launched under ``torchrun`` (``WORLD_SIZE > 1`` in the environment, or a process group already
 initialised), :func:`pretrain` joins the process group (NCCL on CUDA, gloo on CPU), uses the GPU
-``LOCAL_RANK`` when ``device="cuda"``, wraps the model in ``DistributedDataParallel`` and draws each rank's
-samples from its own stream (seeded by ``(seed, rank)``); ``batch_size`` is per rank. Only rank 0 shows a
-progress bar. All ranks return the same weights (gradients are averaged), but the history holds each
-rank's own losses; save the bundle on rank 0 only::
+``LOCAL_RANK`` when ``device="cuda"`` and wraps the model in ``DistributedDataParallel``. ``batch_size`` is
+per rank: a step trains on a global batch of ``batch_size x world_size`` view pairs, and rank ``r`` draws
+its positions ``r * batch_size`` to ``(r + 1) * batch_size - 1`` (``shard_global_batch``, on by default
+under torchrun), each from its own stream seeded by ``(seed, step, position)``, so ranks never draw the
+same sample and the result does not depend on how the global batch is split. The number of matched unit
+pairs is all-reduced every step and each rank's loss is weighted by its share of them, so that DDP's
+gradient average is the gradient of NuCLR's loss over the global batch (mean over all its matched pairs):
+without dropout, ``W`` processes with ``batch_size=B`` train the same model (up to float rounding) as one
+process with ``batch_size=W * B, shard_global_batch=True``. The history (global loss, global pair count)
+and the weights are the same on every rank; only rank 0 shows a progress bar and writes checkpoints, so save
+the bundle on rank 0 only::
 
     torchrun --nproc_per_node 4 train.py   # train.py calls pretrain(..., device="cuda")
+
+On CUDA the encoder and projector run under bf16 autocast (``mixed_precision``); the loss, the weights and
+the optimiser stay in float32. CPU training is float32.
 """
 
 from __future__ import annotations
@@ -50,6 +60,10 @@ logger = logging.getLogger(__name__)
 
 #: Consecutive failed draws after which the corpus is declared unusable.
 MAX_FAILED_DRAWS = 1000
+
+#: Second entropy word of the per-sample streams of ``shard_global_batch=True``: keeps them apart from the
+#: per-rank streams ``(seed, rank)`` of the default single-process stream.
+_SHARD_STREAM = 0x5EED5A4D
 
 
 def collate_view_pairs(pairs: Sequence[ViewPair]) -> ViewBatch:
@@ -237,6 +251,46 @@ def draw_view_pairs(
     return pairs
 
 
+def _sample_rng(seed: int, step: int, position: int) -> np.random.Generator:
+    """The stream of global batch position ``position`` at step ``step`` (``shard_global_batch=True``)."""
+    return np.random.default_rng([int(seed), _SHARD_STREAM, int(step), int(position)])
+
+
+def _draw_positions(
+    seed: int, step: int, positions: range, corpus, spec, sampler: SpanSampler | None, view_kwargs: dict
+) -> list[ViewPair]:
+    """The view pairs of the given global batch positions of one step, each drawn from its own stream."""
+    pairs: list[ViewPair] = []
+    for position in positions:
+        rng = _sample_rng(seed, step, position)
+        pairs += draw_view_pairs(rng, corpus, spec, 1, sampler=sampler, **view_kwargs)
+    return pairs
+
+
+def _global_step_loss(
+    loss: torch.Tensor, num_pairs: int, world: int, pair_weighted: bool
+) -> tuple[torch.Tensor, float, int]:
+    """All-reduce one step's pair count and loss across ranks.
+
+    Returns the loss to back-propagate on this rank, the loss of the global batch and its number of matched
+    pairs. With ``pair_weighted`` (NuCLR: the loss is the mean over matched pairs) rank ``r``'s loss is
+    scaled by ``world * n_r / sum(n)``, so that DDP's average of the ranks' gradients is the gradient of the
+    mean over all matched pairs of the global batch; otherwise the ranks' losses count equally.
+    """
+    import torch.distributed as dist
+
+    local = loss.detach().to(torch.float64)
+    count = torch.tensor(float(num_pairs), dtype=torch.float64, device=loss.device)
+    stats = torch.stack((count, local * count if pair_weighted else local))
+    dist.all_reduce(stats)
+    total_pairs, total = stats.tolist()
+    if not pair_weighted:
+        return loss, total / world, int(round(total_pairs))
+    if total_pairs <= 0:  # no matched pair anywhere: every rank's loss is a zero attached to the graph
+        return loss, 0.0 if math.isfinite(total) else total, 0
+    return loss * (world * num_pairs / total_pairs), total / total_pairs, int(round(total_pairs))
+
+
 def _num_matched(batch: ViewBatch) -> int:
     """Number of units present in both views, over the batch (the positive pairs)."""
     same = batch.units1[:, :, None] == batch.units2[:, None, :]
@@ -261,16 +315,43 @@ def _param_groups(modules: Sequence[nn.Module], weight_decay: float) -> list[dic
     return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
 
 
-class _Objective(nn.Module):
-    """Encoder + projector whose forward is the method's loss (one module, so DDP can wrap it)."""
+class _Autocast:
+    """Calls a module under bf16 autocast and returns float32, so that the loss itself stays in float32.
 
-    def __init__(self, method, config, encoder: nn.Module, projector: nn.Module):
+    Other attributes (``parameters()``, ``config``) are the module's.
+    """
+
+    def __init__(self, module: nn.Module, device_type: str):
+        self.module, self.device_type = module, device_type
+
+    def __call__(self, *args, **kwargs):
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            out = self.module(*args, **kwargs)
+        return out.float() if isinstance(out, torch.Tensor) and out.is_floating_point() else out
+
+    def __getattr__(self, name: str):
+        if name in ("module", "device_type"):
+            raise AttributeError(name)
+        return getattr(self.module, name)
+
+
+class _Objective(nn.Module):
+    """Encoder + projector whose forward is the method's loss (one module, so DDP can wrap it).
+
+    With ``autocast`` (a device type) the encoder and projector run under bf16 autocast.
+    """
+
+    def __init__(self, method, config, encoder: nn.Module, projector: nn.Module, autocast: str | None = None):
         super().__init__()
         self.method, self.config = method, config
         self.encoder, self.projector = encoder, projector
+        self.autocast = autocast
 
     def forward(self, batch: ViewBatch) -> torch.Tensor:
-        return self.method.loss(self.encoder, self.projector, batch, self.config)
+        if self.autocast is None:
+            return self.method.loss(self.encoder, self.projector, batch, self.config)
+        encoder, projector = _Autocast(self.encoder, self.autocast), _Autocast(self.projector, self.autocast)
+        return self.method.loss(encoder, projector, batch, self.config).float()
 
 
 @contextlib.contextmanager
@@ -327,6 +408,8 @@ def pretrain(
     checkpoint_every: int | None = None,
     checkpoint_score: Callable[[ModelBundle], float] | None = None,
     checkpoint_path: str | os.PathLike | None = None,
+    shard_global_batch: bool | None = None,
+    mixed_precision: bool | None = None,
 ) -> tuple[ModelBundle, dict]:
     """Self-supervised training of an embedding model on a corpus of populations.
 
@@ -344,7 +427,8 @@ def pretrain(
     steps : int, default: 2000
         Optimiser steps.
     batch_size : int, default: 8
-        View pairs per step (per process under torchrun).
+        View pairs per step and process: under torchrun the global batch of a step is
+        ``batch_size x world_size`` view pairs.
     lr : float, default: 1e-3
         Peak learning rate of AdamW (betas 0.9/0.999).
     weight_decay : float, default: 0.01
@@ -388,6 +472,19 @@ def pretrain(
     checkpoint_path : str | PathLike | None, default: None
         Write the latest checkpoint there (atomically, safetensors); on rank 0 only. A crashed run can be
         continued with ``init=ModelBundle.load(path)``.
+    shard_global_batch : bool | None, default: None
+        How the view pairs of a step are drawn. True: position ``p`` of step ``s`` of the global batch
+        (``batch_size x world_size`` pairs) is drawn from its own stream seeded by ``(seed, s, p)`` and rank
+        ``r`` draws positions ``r * batch_size`` to ``(r + 1) * batch_size - 1``, so the ranks' samples never
+        overlap and ``W`` processes with ``batch_size=B`` draw exactly the pairs of one process with
+        ``batch_size=W * B`` (with dropout 0 they train the same model, up to float rounding). False: each rank
+        draws its pairs in sequence from one stream seeded by ``(seed, rank)`` (the single-process stream of
+        earlier versions). None: True under torchrun (world size > 1), False in a single process, so that a
+        single-process run gives the same weights as before this option existed.
+    mixed_precision : bool | None, default: None
+        Run the encoder and projector under bf16 autocast (the contrastive loss, the weights and AdamW stay
+        float32). None: on when ``device`` is CUDA and the GPU supports bf16, off on CPU; True needs a CUDA
+        device; False trains in float32 everywhere.
 
     Returns
     -------
@@ -395,7 +492,8 @@ def pretrain(
         The trained model (encoder and projector weights).
     history : dict
         Per-step lists ``"loss"``, ``"lr"``, ``"step_time_s"`` and ``"num_pairs"`` (matched units), and
-        ``"seconds"`` (total).
+        ``"seconds"`` (total), ``"rank"`` and ``"world_size"``. Under torchrun ``"loss"`` and ``"num_pairs"``
+        are those of the global batch (the same on every rank).
 
     Raises
     ------
@@ -411,9 +509,11 @@ def pretrain(
     ``torch.use_deterministic_algorithms(True, warn_only=True)`` is set for the duration of the call and
     then restored. Bit-identical results also need the same torch build and ``num_threads``.
 
-    Under ``torchrun`` only rank 0 shows a progress bar; every rank returns the same weights and its own
-    loss history (see the module docstring). Pair weighting of the loss is per rank (NuCLR all-reduces
-    the number of pairs across GPUs first); DDP averages the ranks' gradients.
+    Under ``torchrun`` only rank 0 shows a progress bar, writes checkpoints and runs ``checkpoint_score``
+    (its score is broadcast, so every rank selects the same checkpoint); every rank returns the same weights
+    and history (see the module docstring). For NuCLR the number of matched pairs is all-reduced every
+    step and each rank's loss weighted by its share, as NuCLR does across GPUs, so the gradient is that of
+    the global batch; for other methods the ranks' losses count equally.
     """
     if len(corpus) == 0:
         raise ValueError("the training corpus is empty: give at least one SpikeTrainSet")
@@ -424,6 +524,19 @@ def pretrain(
         raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
     if not 0.0 < min_keep <= 1.0:
         raise ValueError(f"min_keep must be in (0, 1], got {min_keep}")
+    for label, value in (("shard_global_batch", shard_global_batch), ("mixed_precision", mixed_precision)):
+        if value is not None and not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{label} must be True, False or None, got {value!r}")
+    on_cuda = torch.device(device).type == "cuda"
+    if mixed_precision and not on_cuda:
+        raise ValueError(
+            f"mixed_precision=True needs a CUDA device (bf16 autocast), got device={str(device)!r}; "
+            "CPU training is float32: leave mixed_precision None or False"
+        )
+    if mixed_precision and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        raise ValueError("mixed_precision=True needs a GPU with bf16 support; this one has none: pass False")
+    autocast = bool(on_cuda and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    autocast = autocast if mixed_precision is None else bool(mixed_precision)
     if init is not None:
         method = init.method
     module = get_method(method)
@@ -444,8 +557,11 @@ def pretrain(
 
     distributed, created_group, rank, world, device = _distributed(device)
     on_cpu = torch.device(device).type == "cpu"
+    shard = (world > 1) if shard_global_batch is None else bool(shard_global_batch)
     rng = np.random.default_rng([int(seed), rank])
     view_kwargs = dict(max_shift_s=max_shift_s, min_keep=min_keep, max_units=int(max_units))
+    # NuCLR's loss is the mean over the matched pairs of the batch: ranks are weighted by their pair counts
+    pair_weighted = getattr(module, "NAME", method) == "nuclr"
 
     history: dict[str, Any] = dict(loss=[], lr=[], step_time_s=[], num_pairs=[])
     best = None
@@ -462,7 +578,9 @@ def pretrain(
                 _load_init(init, config, encoder, projector)
             # dropout stream of this rank, independent of the initialisation
             torch.manual_seed(int(np.random.SeedSequence([int(seed), rank, 1]).generate_state(1)[0]))
-            objective = _Objective(module, config, encoder, projector).to(device)
+            objective = _Objective(
+                module, config, encoder, projector, autocast=torch.device(device).type if autocast else None
+            ).to(device)
             model: nn.Module = objective
             if distributed:
                 from torch.nn.parallel import DistributedDataParallel
@@ -480,15 +598,18 @@ def pretrain(
             model.train()
             recent: list[float] = []
 
-            def draw() -> ViewBatch:
-                return collate_view_pairs(
-                    draw_view_pairs(rng, corpus, spec, batch_size, sampler=sampler, **view_kwargs)
-                )
+            def draw(step: int) -> ViewBatch:
+                if shard:
+                    positions = range(rank * batch_size, (rank + 1) * batch_size)
+                    pairs = _draw_positions(seed, step, positions, corpus, spec, sampler, view_kwargs)
+                else:
+                    pairs = draw_view_pairs(rng, corpus, spec, batch_size, sampler=sampler, **view_kwargs)
+                return collate_view_pairs(pairs)
 
             # the next batch is drawn in a worker thread while this step trains; only that thread uses ``rng``,
             # in step order, so the stream of batches is the same as without it
             loader = ThreadPoolExecutor(max_workers=1)
-            pending = loader.submit(draw)
+            pending = loader.submit(draw, 0)
             for step in range(steps):
                 t0 = time.perf_counter()
                 factor = _lr_factor(step, steps, warmup)
@@ -496,10 +617,14 @@ def pretrain(
                     group["lr"] = lr * factor
                 batch = pending.result()
                 if step + 1 < steps:
-                    pending = loader.submit(draw)
+                    pending = loader.submit(draw, step + 1)
                 num_pairs = _num_matched(batch)
                 loss = model(batch.to(device))
-                value = float(loss.detach())
+                if distributed:
+                    # every rank gets the same value, so a non-finite loss stops all ranks together
+                    loss, value, num_pairs = _global_step_loss(loss, num_pairs, world, pair_weighted)
+                else:
+                    value = float(loss.detach())
                 if not math.isfinite(value):
                     raise FloatingPointError(f"the training loss became {value} at step {step}; lower lr")
                 optimizer.zero_grad(set_to_none=True)
@@ -535,6 +660,7 @@ def pretrain(
                         history,
                         best,
                         model,
+                        distributed,
                     )
     finally:
         if loader is not None:
@@ -546,6 +672,7 @@ def pretrain(
 
             dist.destroy_process_group()
     history["seconds"] = time.perf_counter() - t_start
+    history["rank"], history["world_size"] = rank, world
     if best is not None:
         encoder.load_state_dict(best["encoder"])
         projector.load_state_dict(best["projector"])
@@ -574,24 +701,52 @@ def pretrain(
         seconds=round(history["seconds"], 2),
         torch=torch.__version__,
     )
+    if shard or world > 1:  # (absent from single-process runs of the default stream, as before)
+        training.update(shard_global_batch=shard, global_batch_size=batch_size * world)
+    if autocast:
+        training["precision"] = "bf16-autocast"
     info = dict(provenance or {})
     info["training"] = training
     bundle = ModelBundle.from_modules(method, config, encoder, projector, name=name, provenance=info)
     return bundle, history
 
 
-def _checkpoint(step, method, config, encoder, projector, name, score_fn, path, rank, history, best, model):
-    """Score and/or save the current weights; returns the best checkpoint so far (or None without scoring)."""
-    snapshot = ModelBundle.from_modules(method, config, encoder, projector, name=name)
-    if path is not None and rank == 0:
-        snapshot.save(path)
+def _checkpoint(
+    step, method, config, encoder, projector, name, score_fn, path, rank, history, best, model, distributed=False
+):
+    """Score and/or save the current weights; returns the best checkpoint so far (or None without scoring).
+
+    Rank 0 writes and scores; under torchrun its score is broadcast so that every rank keeps the same best.
+    """
+    if rank == 0 and (path is not None or score_fn is not None):
+        snapshot = ModelBundle.from_modules(method, config, encoder, projector, name=name)
+        if path is not None:
+            snapshot.save(path)
     if score_fn is None:
         return best
-    was_training = model.training
-    model.eval()
-    with torch.random.fork_rng(devices=[]):
-        score = float(score_fn(snapshot))
-    model.train(was_training)
+    score, failed = float("nan"), None
+    if rank == 0:
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                score = float(score_fn(snapshot))
+        except Exception as err:  # the other ranks must learn of it, or they wait for the score forever
+            if not distributed:
+                raise
+            failed = err
+        model.train(was_training)
+    if distributed:
+        import torch.distributed as dist
+
+        device = next(encoder.parameters()).device
+        shared = torch.tensor([score, float(failed is not None)], dtype=torch.float64, device=device)
+        dist.broadcast(shared, 0)
+        if failed is not None:
+            raise failed
+        if shared[1].item():
+            raise RuntimeError(f"checkpoint_score failed on rank 0 at step {step}")
+        score = float(shared[0].item())
     history.setdefault("checkpoints", []).append(dict(step=int(step), score=score))
     logger.info("checkpoint at step %d: score %.4f", step, score)
     if best is None or score > best["score"]:

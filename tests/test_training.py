@@ -129,3 +129,107 @@ def test_trained_model_embeds_populations():
     bundle, _ = pretrain(corpus, TINY, steps=2, **FAST)
     result = embed_populations(bundle, corpus)
     assert result.embedding.shape == (16, TINY.dim) and np.isfinite(result.embedding).all()
+
+
+def test_sharded_stream_does_not_depend_on_how_the_global_batch_is_split():
+    from spikeinterface_neuronid.training import _draw_positions
+
+    corpus = _corpus(num_sessions=3, duration=20.0)
+    kwargs = dict(max_shift_s=5.0, min_keep=0.5, max_units=16)
+    whole = _draw_positions(7, 3, range(0, 4), corpus, TINY.window_spec, None, kwargs)
+    halves = [_draw_positions(7, 3, range(r * 2, r * 2 + 2), corpus, TINY.window_spec, None, kwargs) for r in (0, 1)]
+    assert len(whole) == 4
+    for a, b in zip(whole, halves[0] + halves[1]):
+        assert np.array_equal(a.units1, b.units1) and np.array_equal(a.counts2, b.counts2)
+    other_step = _draw_positions(7, 4, range(0, 4), corpus, TINY.window_spec, None, kwargs)
+    assert not all(np.array_equal(a.counts1, b.counts1) for a, b in zip(whole, other_step))
+
+
+def test_single_process_default_keeps_the_sequential_stream():
+    corpus = _corpus(num_sessions=2, duration=20.0)
+    default, history = pretrain(corpus, TINY, steps=2, seed=2, **FAST)
+    legacy, _ = pretrain(corpus, TINY, steps=2, seed=2, shard_global_batch=False, **FAST)
+    sharded, _ = pretrain(corpus, TINY, steps=2, seed=2, shard_global_batch=True, **FAST)
+    assert default.sha256 == legacy.sha256 != sharded.sha256
+    assert history["rank"] == 0 and history["world_size"] == 1
+    assert "shard_global_batch" not in default.provenance["training"]
+    assert sharded.provenance["training"]["shard_global_batch"] is True
+    assert sharded.provenance["training"]["global_batch_size"] == FAST["batch_size"]
+
+
+def test_pair_weighted_shard_gradients_sum_to_the_global_batch_gradient():
+    """What DDP computes with the all-reduced pair counts: sum_r n_r / N * grad(loss_r) = grad(global loss)."""
+    from spikeinterface_neuronid.methods import nuclr
+    from spikeinterface_neuronid.training import _num_matched, draw_view_pairs
+
+    config = NuCLRConfig.from_dict({**TINY.to_dict(), "dropout": 0.0})
+    pairs = draw_view_pairs(
+        np.random.default_rng(0), _corpus(), config.window_spec, 6, max_shift_s=5.0, min_keep=0.5, max_units=16
+    )
+    torch.manual_seed(0)
+    encoder, projector = nuclr.build_encoder(config), nuclr.build_projector(config)
+    params = list(encoder.parameters()) + list(projector.parameters())
+
+    def gradients(batch, scale=1.0):
+        grads = torch.autograd.grad(nuclr.loss(encoder, projector, batch, config) * scale, params)
+        return [g.clone() for g in grads]
+
+    full = gradients(collate_view_pairs(pairs))
+    shards = [collate_view_pairs(pairs[:2]), collate_view_pairs(pairs[2:])]
+    counts = [_num_matched(b) for b in shards]
+    assert counts[0] != counts[1]  # unequal shares, so that the weighting matters
+    summed = [sum(parts) for parts in zip(*(gradients(b, n / sum(counts)) for b, n in zip(shards, counts)))]
+    unweighted = [sum(parts) / 2 for parts in zip(*(gradients(b) for b in shards))]
+    for a, b in zip(full, summed):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+    assert max(float((a - b).abs().max()) for a, b in zip(full, unweighted)) > 1e-4
+
+
+def test_distributed_options_are_checked():
+    corpus = _corpus(num_sessions=1, duration=20.0)
+    with pytest.raises(ValueError, match="shard_global_batch must be True, False or None"):
+        pretrain(corpus, TINY, steps=1, shard_global_batch="yes", **FAST)
+    with pytest.raises(ValueError, match="mixed_precision=True needs a CUDA device"):
+        pretrain(corpus, TINY, steps=1, mixed_precision=True, **FAST)
+    with pytest.raises(ValueError, match="mixed_precision must be True, False or None"):
+        pretrain(corpus, TINY, steps=1, mixed_precision="bf16", **FAST)
+
+
+def test_an_initialised_one_process_group_trains_as_a_plain_process(tmp_path):
+    """The distributed code path (DDP, all-reduced pair counts, broadcast checkpoint scores) in one process."""
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_gloo_available() or dist.is_initialized():
+        pytest.skip("needs gloo and no process group")
+    corpus = _corpus(num_sessions=2, duration=20.0)
+    settings = dict(steps=3, seed=1, checkpoint_every=2, checkpoint_score=lambda bundle: 0.5, **FAST)
+    plain, plain_history = pretrain(corpus, TINY, **settings)
+    dist.init_process_group("gloo", init_method=(tmp_path / "store").as_uri(), rank=0, world_size=1)
+    try:
+        grouped, history = pretrain(corpus, TINY, **settings)
+    finally:
+        dist.destroy_process_group()
+    assert grouped.sha256 == plain.sha256
+    assert history["loss"] == pytest.approx(plain_history["loss"], rel=1e-6)
+    assert history["num_pairs"] == plain_history["num_pairs"]
+    assert history["checkpoints"] == plain_history["checkpoints"] == [dict(step=2, score=0.5), dict(step=3, score=0.5)]
+
+
+def test_autocast_objective_keeps_the_loss_in_float32():
+    """bf16 autocast of encoder and projector (used on CUDA), exercised on CPU."""
+    from spikeinterface_neuronid.methods import nuclr
+    from spikeinterface_neuronid.training import _Objective, draw_view_pairs
+
+    pairs = draw_view_pairs(
+        np.random.default_rng(0), _corpus(), TINY.window_spec, 4, max_shift_s=5.0, min_keep=0.5, max_units=16
+    )
+    batch = collate_view_pairs(pairs)
+    torch.manual_seed(0)
+    encoder, projector = nuclr.build_encoder(TINY).eval(), nuclr.build_projector(TINY)
+    full = _Objective(nuclr, TINY, encoder, projector)(batch)
+    mixed = _Objective(nuclr, TINY, encoder, projector, autocast="cpu")(batch)
+    assert mixed.dtype == torch.float32 and torch.isfinite(mixed)
+    value, reference = mixed.detach().item(), full.detach().item()
+    assert value == pytest.approx(reference, abs=0.05) and value != reference
+    mixed.backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in encoder.read_in.parameters())
