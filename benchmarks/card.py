@@ -10,6 +10,27 @@ import json
 from pathlib import Path
 
 
+def _ood_line(bundle, head, head_info: dict) -> str:
+    """The card's bullet on the head's out-of-distribution check (empty for a head without one)."""
+    check = head_info.get("ood_check")
+    if not head.has_ood or not check:
+        return ""
+    rates = Path(__file__).resolve().parent / "results" / "ood.json"
+    measured = ""
+    if rates.is_file():
+        ood = json.loads(rates.read_text())
+        if ood.get("model_sha256") == bundle.sha256:
+            measured = " Abstention rates on in- and out-of-distribution populations: `benchmarks/results/ood.md`."
+        else:
+            measured = " (`benchmarks/results/ood.md` was measured on another model file: re-run it.)"
+    return (
+        f"- **Out-of-distribution check:** units whose embedding is unlike the training embeddings (negative "
+        f"log-density under a {check['components']}-component Gaussian mixture above {check['threshold']:.2f}, "
+        f"the {check['quantile']:g} quantile of whole held-out animals' scores) are labelled `unknown` whatever "
+        f"their probabilities; measured by `{check['measured_by']}`.{measured}\n"
+    )
+
+
 def _head_section(bundle, head_info: dict | None) -> str:
     """The card's "firing_type head" section (empty when the model has no such head)."""
     head = bundle.heads.get("firing_type")
@@ -48,7 +69,7 @@ probability is below it are labelled `unknown`).
   logistic regression (C=1), temperature fitted on whole held-out animals ({head_info["num_calibration_units"]}
   units; their ECE {head_info["calibration_ece_before"]:.3f} at T=1, {head_info["calibration_ece_after"]:.3f}
   after).
-- **What the labels mean:** putative *electrophysiological firing classes* of the Izhikevich model (regular
+{_ood_line(bundle, head, head_info)}- **What the labels mean:** putative *electrophysiological firing classes* of the Izhikevich model (regular
   spiking, intrinsically bursting, chattering, fast spiking, low-threshold spiking), read from spike trains
   only. They are **not** transcriptomic or molecular cell types, and on real recordings they are a hypothesis
   about firing behaviour learned from simulation, to be checked against your own ground truth (or replaced by

@@ -8,7 +8,9 @@
    (2900-2901) and evaluation (1000-1003): ``varied``, ``easy`` and ``hard`` animals 200-207, one session each.
 3. Embeds them and fits a ``firing_type`` head (classes RS/IB/CH/FS/LTS: the simulator's ``cell_type``) with
    :func:`~spikeinterface_neuronid.heads.fit_head`; its temperature is calibrated on whole held-out animals
-   (``groups`` = the simulated animal).
+   (``groups`` = the simulated animal), and so is the threshold of its out-of-distribution check (a Gaussian
+   mixture density of the training embeddings, threshold cross-fitted on whole held-out animals at
+   ``OOD_QUANTILE``; ``benchmarks/bench_ood.py`` measures it).
 4. Measures the head zero-shot (no refit) on the evaluation animals 1000-1003 of the ``easy``, ``varied`` and
    ``hard`` presets: macro-F1 and balanced accuracy, expected calibration error before (T=1) and after
    temperature scaling, and coverage vs accuracy when abstaining below thresholds 0.0 ... 0.9.
@@ -44,6 +46,7 @@ PRETRAIN_ANIMALS = tuple(range(2000, 2008))  # train_default_model.PRETRAIN_ANIM
 VALIDATION_ANIMALS = (2900, 2901)  # train_default_model.VALIDATION_ANIMALS
 THRESHOLDS = (0.0, 0.3, 0.5, 0.7, 0.9)
 HEAD_THRESHOLD = 0.5
+OOD_QUANTILE = 0.975
 COMMAND = "python benchmarks/fit_default_head.py"
 
 
@@ -54,7 +57,9 @@ def _embed(bundle, sessions) -> list[np.ndarray]:
     return [embed_populations(bundle, [SpikeTrainSet(s.spike_times, s.duration)]).embedding for s in sessions]
 
 
-def fit_firing_type_head(bundle, *, seed: int = 0, threshold: float = HEAD_THRESHOLD):
+def fit_firing_type_head(
+    bundle, *, seed: int = 0, threshold: float = HEAD_THRESHOLD, ood_quantile: float | None = OOD_QUANTILE
+):
     """Fit the ``firing_type`` head on the embeddings of the head-training animals (not added to ``bundle``)."""
     from spikeinterface_neuronid.heads import fit_head
     from spikeinterface_neuronid.simulate import simulate_dataset
@@ -73,6 +78,10 @@ def fit_firing_type_head(bundle, *, seed: int = 0, threshold: float = HEAD_THRES
         presets={p: list(HEAD_ANIMALS) for p in HEAD_PRESETS},
         sessions_per_animal=1,
         calibration="temperature fitted on whole held-out animals (groups = preset-animal)",
+        ood=(
+            "Gaussian-mixture density of the training embeddings; threshold at the ood_quantile of the scores of "
+            "whole held-out animals (cross-fitted over groups)"
+        ),
         command=COMMAND,
     )
     return fit_head(
@@ -83,6 +92,7 @@ def fit_firing_type_head(bundle, *, seed: int = 0, threshold: float = HEAD_THRES
         threshold=threshold,
         groups=np.concatenate(groups),
         provenance=provenance,
+        ood_quantile=ood_quantile,
     )
 
 
@@ -139,6 +149,14 @@ def measure_head(bundle, head) -> dict:
     return out
 
 
+def _ood_summary(info: dict | None) -> dict | None:
+    """The settings of the head's out-of-distribution check (its rates: ``benchmarks/bench_ood.py``)."""
+    if not info or "threshold" not in info:
+        return None
+    keys = ("method", "quantile", "components", "reg_covar", "folds", "split", "threshold")
+    return dict(**{k: info[k] for k in keys}, measured_by="python benchmarks/bench_ood.py")
+
+
 def add_firing_type_head(bundle, *, seed: int = 0) -> dict:
     """Fit the ``firing_type`` head, add it to ``bundle`` (replacing one) and measure it; returns the summary."""
     t0 = time.perf_counter()
@@ -161,6 +179,7 @@ def add_firing_type_head(bundle, *, seed: int = 0) -> dict:
         calibration_split="whole held-out animals",
         calibration_ece_before=round(fit["calibration_ece_before"], 4),
         calibration_ece_after=round(fit["calibration_ece_after"], 4),
+        ood_check=_ood_summary(fit.get("ood")),
         eval_animals=list(EVAL_ANIMALS),
         zero_shot=scores,
         seconds=round(time.perf_counter() - t0, 1),
@@ -184,11 +203,76 @@ def write_calibration(summary: dict, model_sha256: str, path: Path = RESULTS) ->
     )
 
 
+def calibration_markdown(doc: dict) -> str:
+    """The tables of ``benchmarks/results/calibration.md`` (quoted by docs/calibration.rst) from calibration.json."""
+    trained = "; ".join(f"`{p}` animals {a[0]}-{a[-1]}" for p, a in doc["trained_on"].items())
+    counts = ", ".join(f"{c} {n}" for c, n in doc["class_counts"].items())
+    lines = [
+        f"Produced by `{doc['command']}` on {doc['date'][:10]} (model sha256 `{doc['model_sha256'][:12]}…`, "
+        f"{doc['seconds']:.0f} s).",
+        "",
+        f"Head: classes {', '.join(doc['classes'])}; trained on {trained}, one session each "
+        f"({doc['num_training_units']} units: {counts}).",
+        f"Calibration on whole held-out animals ({doc['num_calibration_units']} units): temperature "
+        f"{doc['temperature']:.3f}; ECE {doc['calibration_ece_before']:.3f} at T = 1, "
+        f"{doc['calibration_ece_after']:.3f} after. Abstention threshold {doc['threshold']:g}.",
+        "",
+        "Zero-shot on the evaluation animals (argmax, no abstention):",
+        "",
+        "| preset | macro-F1 | balanced acc. | ECE, T = 1 | ECE, calibrated | units |",
+        "|---|---|---|---|---|---|",
+    ]
+    for preset, z in doc["zero_shot"].items():
+        lines.append(
+            f"| {preset} | {z['macro_f1']:.3f} | {z['balanced_accuracy']:.3f} | {z['ece_before']:.3f} "
+            f"| {z['ece_after']:.3f} | {z['num_units']} |"
+        )
+    thresholds = [c["threshold"] for c in next(iter(doc["zero_shot"].values()))["coverage_accuracy"]]
+    lines += [
+        "",
+        "Coverage / accuracy when abstaining below a confidence t (the out-of-distribution check not applied):",
+        "",
+        "| preset | " + " | ".join(f"t = {t:g}" for t in thresholds) + " |",
+        "|---|" + "---|" * len(thresholds),
+    ]
+    for preset, z in doc["zero_shot"].items():
+        cells = [
+            f"{c['coverage']:.2f} / {c['accuracy']:.2f}" if c["accuracy"] is not None else f"{c['coverage']:.2f} / -"
+            for c in z["coverage_accuracy"]
+        ]
+        lines.append(f"| {preset} | " + " | ".join(cells) + " |")
+    check = doc.get("ood_check")
+    if check:
+        lines += [
+            "",
+            f"Out-of-distribution check: {check['components']}-component Gaussian mixture, threshold "
+            f"{check['threshold']:.3f} (quantile {check['quantile']:g} of whole held-out animals' scores); rates "
+            f"in benchmarks/results/ood.md (`{check['measured_by']}`).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_calibration_markdown(path: Path = RESULTS) -> Path:
+    """Write ``calibration.md`` next to ``calibration.json`` (atomically)."""
+    from spikeinterface_neuronid._io import atomic_path
+
+    out = path.with_suffix(".md")
+    with atomic_path(out) as tmp:
+        tmp.write_text(calibration_markdown(json.loads(path.read_text())))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0, help="seed of the calibration split")
     parser.add_argument("--model-dir", default=str(MODEL_DIR))
+    parser.add_argument(
+        "--report-only", action="store_true", help="only rewrite calibration.md from calibration.json"
+    )
     args = parser.parse_args()
+    if args.report_only:
+        print(f"wrote {write_calibration_markdown()}")
+        return
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from card import write_card
@@ -208,6 +292,7 @@ def main() -> None:
     if encoder_before is not None:
         assert all(bundle.state_dict[k].equal(v) for k, v in encoder_before.items()), "encoder weights changed"
     write_calibration(summary, bundle.sha256)
+    write_calibration_markdown()
     bundle.save(model_path)
     saved["sha256"] = bundle.sha256
     saved["firing_type_head"] = summary

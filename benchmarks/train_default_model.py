@@ -42,7 +42,13 @@ ROOT = HERE.parent
 if str(HERE) not in sys.path:  # fit_default_head lives next to this script
     sys.path.insert(0, str(HERE))
 
-from fit_default_head import EVAL_ANIMALS, HEAD_ANIMALS, add_firing_type_head, write_calibration  # noqa: E402
+from fit_default_head import (  # noqa: E402
+    EVAL_ANIMALS,
+    HEAD_ANIMALS,
+    add_firing_type_head,
+    write_calibration,
+    write_calibration_markdown,
+)
 
 MODEL_DIR = ROOT / "spikeinterface_neuronid" / "default_model"
 ABLATION_DIR = ROOT / "benchmarks" / "models"
@@ -295,6 +301,7 @@ def main() -> None:
     scores = evaluate(bundle)
     head_info = add_firing_type_head(bundle, seed=args.seed)
     write_calibration(head_info, bundle.sha256)
+    write_calibration_markdown()
 
     out = Path(args.output_dir)
     bundle.save(out / "neuronid-default.safetensors")

@@ -414,6 +414,12 @@ class ModelBundle:
                 f"probability is below {head.threshold:g})",
                 f"- **Calibration temperature:** {head.temperature:.4g}",
             ]
+            if head.has_ood:
+                lines.append(
+                    f"- **Out-of-distribution check:** `unknown` when the embedding's out-of-distribution score "
+                    f"(negative log-density under a {head.ood_location.shape[0]}-component Gaussian mixture of "
+                    f"the training embeddings) exceeds {head.ood_threshold:.4g}"
+                )
             if head.provenance:
                 lines += ["", "```json", json.dumps(head.provenance, indent=2, sort_keys=True, default=str), "```"]
         return "\n".join(lines) + "\n"

@@ -6,7 +6,14 @@ A head turns the embedding of a unit into a label for one task (``"cell_type"``,
 2. apply a multinomial logistic regression (``coef``, ``intercept``) to get one logit per class;
 3. divide the logits by a ``temperature`` fitted on held-out units (temperature scaling) and take the softmax:
    the calibrated probabilities;
-4. answer the most probable class, or ``"unknown"`` when its calibrated probability is below ``threshold``.
+4. answer the most probable class, or ``"unknown"`` when its calibrated probability is below ``threshold``;
+5. out-of-distribution check (heads fitted with ``ood_quantile``, the default): also answer ``"unknown"`` when
+   the embedding is unlike the embeddings the head was trained on, i.e. when its out-of-distribution score
+   (the negative log-density of the standardised embedding under a Gaussian mixture fitted to the training
+   embeddings: ``ood_location``, ``ood_precision``, ``ood_log_weight``) exceeds ``ood_threshold``, a
+   quantile of the scores of held-out units. Confident probabilities of a unit unlike every training unit
+   mean nothing: a linear classifier extrapolates. Heads without the out-of-distribution arrays (stored by
+   older versions, or fitted with ``ood_quantile=None``) skip this step.
 
 Heads are plain numbers (numpy arrays plus a small JSON-able description), so they are stored in the model file
 next to the encoder weights (see :class:`~spikeinterface_neuronid.bundle.ModelBundle`) without pickling.
@@ -24,12 +31,25 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["LinearHead", "fit_head", "expected_calibration_error", "head_outputs", "UNKNOWN", "HEAD_ARRAYS", "CLASSES_SUFFIX"]
+__all__ = [
+    "LinearHead",
+    "fit_head",
+    "expected_calibration_error",
+    "head_outputs",
+    "UNKNOWN",
+    "HEAD_ARRAYS",
+    "OOD_ARRAYS",
+    "CLASSES_SUFFIX",
+]
 
-#: Label answered when the head abstains (low confidence, or no embedding).
+#: Label answered when the head abstains (low confidence, out of distribution, or no embedding).
 UNKNOWN = "unknown"
-#: Names of a head's arrays (stored in the model file as ``head.<task>.<array>``).
-HEAD_ARRAYS = ("mean", "scale", "coef", "intercept")
+#: Arrays of the out-of-distribution check, optional: heads stored by older versions lack them.
+OOD_ARRAYS = ("ood_location", "ood_precision", "ood_log_weight")
+#: Names of a head's arrays (stored in the model file as ``head.<task>.<array>``): the classifier's, which
+#: every head has, then :data:`OOD_ARRAYS`.
+HEAD_ARRAYS = ("mean", "scale", "coef", "intercept", *OOD_ARRAYS)
+_REQUIRED_ARRAYS = HEAD_ARRAYS[:4]
 _TASK_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _LOG_T_BOUNDS = (np.log(1e-2), np.log(1e2))
 
@@ -90,6 +110,24 @@ class LinearHead:
         probability is strictly below it.
     provenance : dict, default: {}
         JSON-serialisable description of how the head was fitted (data, labels, settings, scores).
+    ood_location : np.ndarray | None, default: None
+        float64 ``(k, dim)``: means of the ``k`` Gaussian components of the density of the standardised
+        training embeddings (the out-of-distribution check). None: no check.
+    ood_precision : np.ndarray | None, default: None
+        float64 ``(k, dim, dim)``: the components' precision matrices (inverse covariances; symmetric,
+        positive definite). None: no check.
+    ood_log_weight : np.ndarray | None, default: None
+        float64 ``(k,)``: natural logarithms of the components' mixture weights. None: no check.
+    ood_threshold : float | None, default: None
+        A unit whose :meth:`ood_score` is strictly above it is out of distribution and labelled ``"unknown"``,
+        whatever its probabilities. None: no check. The four ``ood_*`` values are given together or not at
+        all.
+
+    Notes
+    -----
+    Heads without the ``ood_*`` values (fitted with ``ood_quantile=None`` or stored in a model file by a
+    version before the out-of-distribution check) load and predict as before: they abstain only on low
+    confidence. :meth:`without_ood` removes the check from a head.
     """
 
     task: str
@@ -101,6 +139,10 @@ class LinearHead:
     temperature: float = 1.0
     threshold: float = 0.5
     provenance: dict = field(default_factory=dict)
+    ood_location: np.ndarray | None = None
+    ood_precision: np.ndarray | None = None
+    ood_log_weight: np.ndarray | None = None
+    ood_threshold: float | None = None
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -143,6 +185,49 @@ class LinearHead:
         except (TypeError, ValueError) as err:
             raise ValueError(f"provenance must be JSON-serialisable: {err}") from None
         set_(self, "provenance", provenance)
+        self._check_ood(dim)
+
+    def _check_ood(self, dim: int) -> None:
+        values = (self.ood_location, self.ood_precision, self.ood_log_weight, self.ood_threshold)
+        if all(v is None for v in values):
+            object.__setattr__(self, "_ood_factors", None)
+            return
+        if any(v is None for v in values):
+            raise ValueError(
+                f"head '{self.task}': ood_location, ood_precision, ood_log_weight and ood_threshold must be given "
+                "together (or all None for a head without an out-of-distribution check)"
+            )
+        location = _float_array(self.ood_location, "ood_location", 2)
+        precision = _float_array(self.ood_precision, "ood_precision", 3)
+        log_weight = _float_array(self.ood_log_weight, "ood_log_weight", 1)
+        k = location.shape[0]
+        if k < 1 or location.shape[1] != dim or precision.shape != (k, dim, dim) or log_weight.shape != (k,):
+            raise ValueError(
+                f"head '{self.task}': the out-of-distribution arrays do not fit dimension {dim}: ood_location "
+                f"{location.shape} (must be (k, {dim}), k >= 1), ood_precision {precision.shape} (must be "
+                f"(k, {dim}, {dim})), ood_log_weight {log_weight.shape} (must be (k,))"
+            )
+        factors = np.empty_like(precision)
+        for i, m in enumerate(precision):
+            if not np.allclose(m, m.T, rtol=1e-10, atol=1e-12 * float(np.max(np.abs(m)))):
+                raise ValueError(f"head '{self.task}': ood_precision[{i}] must be symmetric")
+            try:
+                factors[i] = np.linalg.cholesky(m)
+            except np.linalg.LinAlgError:
+                raise ValueError(f"head '{self.task}': ood_precision[{i}] must be positive definite") from None
+        try:
+            ood_threshold = float(self.ood_threshold)
+        except (TypeError, ValueError):
+            raise ValueError(f"ood_threshold must be a finite number, got {self.ood_threshold!r}") from None
+        if not np.isfinite(ood_threshold) or isinstance(self.ood_threshold, bool):
+            raise ValueError(f"ood_threshold must be a finite number, got {self.ood_threshold!r}")
+        # log N(z; mu, P^-1) = log|L| - d log(2 pi) / 2 - |(z - mu) L|^2 / 2, with P = L L^T
+        log_norm = np.log(np.diagonal(factors, axis1=1, axis2=2)).sum(axis=1) - 0.5 * dim * np.log(2.0 * np.pi)
+        object.__setattr__(self, "ood_location", location)
+        object.__setattr__(self, "ood_precision", precision)
+        object.__setattr__(self, "ood_log_weight", log_weight)
+        object.__setattr__(self, "ood_threshold", ood_threshold)
+        object.__setattr__(self, "_ood_factors", (factors, log_weight + log_norm))
 
     # -- prediction ---------------------------------------------------------------------------------------
 
@@ -217,8 +302,78 @@ class LinearHead:
         """
         return _max_or_nan(self.predict_proba(x))
 
+    @property
+    def has_ood(self) -> bool:
+        """Whether the head has an out-of-distribution check (False for heads stored by older versions)."""
+        return self.ood_threshold is not None
+
+    def without_ood(self) -> "LinearHead":
+        """A copy of the head without the out-of-distribution check (it abstains on low confidence only)."""
+        return dataclasses.replace(
+            self, ood_location=None, ood_precision=None, ood_log_weight=None, ood_threshold=None
+        )
+
+    def ood_score(self, x) -> np.ndarray:
+        """Out-of-distribution score: negative log-density of the standardised embedding under the mixture.
+
+        ``-log sum_k exp(ood_log_weight[k]) N(z; ood_location[k], inv(ood_precision[k]))`` with
+        ``z = (x - mean) / scale``: large for embeddings unlike the training embeddings. With one component
+        it is half the squared Mahalanobis distance plus a constant.
+
+        Parameters
+        ----------
+        x : array-like
+            Embeddings ``(n, dim)``.
+
+        Returns
+        -------
+        np.ndarray
+            float64 ``(n,)``; NaN for rows with a non-finite value (units without an embedding).
+
+        Raises
+        ------
+        ValueError
+            If the head has no out-of-distribution check (:attr:`has_ood` is False).
+        """
+        if not self.has_ood:
+            raise ValueError(
+                f"head '{self.task}' has no out-of-distribution check (fitted with ood_quantile=None, or stored "
+                "by a version without it); refit it with fit_head to add one"
+            )
+        x, ok = self._inputs(x)
+        out = np.full(x.shape[0], np.nan)
+        if np.any(ok):
+            factors, offsets = self._ood_factors
+            z = (x[ok] - self.mean) / self.scale
+            log_p = np.empty((z.shape[0], len(offsets)))
+            for i, (centre, factor) in enumerate(zip(self.ood_location, factors)):
+                w = (z - centre) @ factor
+                log_p[:, i] = offsets[i] - 0.5 * np.einsum("ij,ij->i", w, w)
+            top = np.max(log_p, axis=1)
+            out[ok] = -(top + np.log(np.sum(np.exp(log_p - top[:, None]), axis=1)))
+        return out
+
+    def is_ood(self, x) -> np.ndarray:
+        """Whether each unit is out of distribution: :meth:`ood_score` strictly above :attr:`ood_threshold`.
+
+        Parameters
+        ----------
+        x : array-like
+            Embeddings ``(n, dim)``.
+
+        Returns
+        -------
+        np.ndarray
+            bool ``(n,)``; False for units without an embedding (they are ``"unknown"`` anyway) and for every
+            unit when the head has no out-of-distribution check.
+        """
+        if not self.has_ood:
+            return np.zeros(self._inputs(x)[0].shape[0], dtype=bool)
+        score = self.ood_score(x)
+        return np.isfinite(score) & (score > self.ood_threshold)
+
     def predict(self, x) -> np.ndarray:
-        """Most probable class of each unit, or ``"unknown"`` where its probability is below the threshold.
+        """Most probable class of each unit, or ``"unknown"`` where the head abstains.
 
         Parameters
         ----------
@@ -229,17 +384,36 @@ class LinearHead:
         -------
         np.ndarray
             Fixed-width unicode array ``(n,)``. Units whose largest calibrated probability is strictly below
-            :attr:`threshold`, and units without an embedding (NaN rows), are ``"unknown"``.
+            :attr:`threshold`, units out of distribution (:meth:`is_ood`) and units without an embedding
+            (NaN rows) are ``"unknown"``.
         """
-        return self.labels_from_proba(self.predict_proba(x))
+        return self.labels_from_proba(self.predict_proba(x), ood=self.is_ood(x))
 
-    def labels_from_proba(self, proba: np.ndarray) -> np.ndarray:
-        """Labels of :meth:`predict` from already computed calibrated probabilities."""
+    def labels_from_proba(self, proba: np.ndarray, ood: np.ndarray | None = None) -> np.ndarray:
+        """Labels of :meth:`predict` from already computed calibrated probabilities.
+
+        Parameters
+        ----------
+        proba : np.ndarray
+            ``(n, n_classes)`` calibrated probabilities (NaN rows for units without an embedding).
+        ood : np.ndarray | None, default: None
+            bool ``(n,)``: units to label ``"unknown"`` as out of distribution (:meth:`is_ood`); None: none.
+
+        Returns
+        -------
+        np.ndarray
+            Fixed-width unicode array ``(n,)``.
+        """
         proba = np.asarray(proba, dtype=np.float64)
         conf = _max_or_nan(proba)
         width = max(len(UNKNOWN), *(len(c) for c in self.classes))
         labels = np.full(proba.shape[0], UNKNOWN, dtype=f"<U{width}")
         confident = np.isfinite(conf) & (conf >= self.threshold)
+        if ood is not None:
+            ood = np.asarray(ood, dtype=bool)
+            if ood.shape != confident.shape:
+                raise ValueError(f"ood must have shape {confident.shape}, got {ood.shape}")
+            confident &= ~ood
         if np.any(confident):
             best = np.argmax(proba[confident], axis=1)
             labels[confident] = np.asarray(self.classes)[best]
@@ -253,17 +427,22 @@ class LinearHead:
         Returns
         -------
         arrays : dict of str to np.ndarray
-            float64 ``mean``, ``scale``, ``coef`` and ``intercept`` (copies).
+            float64 ``mean``, ``scale``, ``coef`` and ``intercept`` (copies), and ``ood_location``,
+            ``ood_precision`` and ``ood_log_weight`` for a head with an out-of-distribution check.
         metadata : dict
-            ``classes``, ``temperature``, ``threshold`` and ``provenance``.
+            ``classes``, ``temperature``, ``threshold`` and ``provenance``, and ``ood_threshold`` for a head with
+            an out-of-distribution check. A head without one gives exactly what older versions stored.
         """
-        arrays = {name: np.array(getattr(self, name), dtype=np.float64, order="C") for name in HEAD_ARRAYS}
+        names = HEAD_ARRAYS if self.has_ood else _REQUIRED_ARRAYS
+        arrays = {name: np.array(getattr(self, name), dtype=np.float64, order="C") for name in names}
         metadata = dict(
             classes=list(self.classes),
             temperature=self.temperature,
             threshold=self.threshold,
             provenance=json.loads(json.dumps(self.provenance)),
         )
+        if self.has_ood:
+            metadata["ood_threshold"] = self.ood_threshold
         return arrays, metadata
 
     @classmethod
@@ -275,16 +454,20 @@ class LinearHead:
         task : str
             Task name.
         arrays : mapping of str to array-like
-            ``mean``, ``scale``, ``coef``, ``intercept``.
+            ``mean``, ``scale``, ``coef``, ``intercept``, and optionally ``ood_location``, ``ood_precision``
+            and ``ood_log_weight`` (the out-of-distribution check; heads stored by older versions lack them).
         metadata : mapping
-            ``classes``, ``temperature``, ``threshold`` and optionally ``provenance``.
+            ``classes``, ``temperature``, ``threshold``, optionally ``provenance``, and ``ood_threshold``
+            exactly when the out-of-distribution arrays are given.
 
         Raises
         ------
         ValueError
             If an array or metadata entry is missing, unexpected or inconsistent.
         """
-        missing = [name for name in HEAD_ARRAYS if name not in arrays]
+        has_ood = any(name in arrays for name in OOD_ARRAYS)
+        expected = HEAD_ARRAYS if has_ood else _REQUIRED_ARRAYS
+        missing = [name for name in expected if name not in arrays]
         unexpected = sorted(set(arrays) - set(HEAD_ARRAYS))
         if missing or unexpected:
             raise ValueError(f"head '{task}': missing arrays {missing}, unexpected arrays {unexpected}")
@@ -295,6 +478,19 @@ class LinearHead:
             raise ValueError(f"head '{task}': metadata lacks {lacking}")
         if not isinstance(metadata["classes"], (list, tuple)):
             raise ValueError(f"head '{task}': classes must be a list")
+        if has_ood != ("ood_threshold" in metadata):
+            raise ValueError(
+                f"head '{task}': the out-of-distribution arrays {list(OOD_ARRAYS)} and the metadata entry "
+                "'ood_threshold' must be stored together"
+            )
+        ood = {}
+        if has_ood:
+            ood = dict(
+                ood_location=_to_numpy(arrays["ood_location"]),
+                ood_precision=_to_numpy(arrays["ood_precision"]),
+                ood_log_weight=_to_numpy(arrays["ood_log_weight"]),
+                ood_threshold=metadata["ood_threshold"],
+            )
         return cls(
             task=task,
             classes=list(metadata["classes"]),
@@ -305,6 +501,7 @@ class LinearHead:
             temperature=metadata["temperature"],
             threshold=metadata["threshold"],
             provenance=metadata.get("provenance") or {},
+            **ood,
         )
 
     @classmethod
@@ -368,9 +565,10 @@ class LinearHead:
         )
 
     def __repr__(self) -> str:
+        ood = f", ood_threshold={self.ood_threshold:.4g}" if self.has_ood else ""
         return (
             f"LinearHead(task={self.task!r}, classes={self.classes}, dim={self.dim}, "
-            f"temperature={self.temperature:.3g}, threshold={self.threshold:.3g})"
+            f"temperature={self.temperature:.3g}, threshold={self.threshold:.3g}{ood})"
         )
 
 
@@ -485,6 +683,46 @@ def _group_split(y: np.ndarray, groups: np.ndarray, fraction: float, rng: np.ran
     )
 
 
+#: Ridge added to the diagonal of every component covariance of the out-of-distribution mixture (in the
+#: standardised space, where every dimension has unit variance).
+OOD_REG_COVAR = 1e-3
+#: Fewest units per component of the out-of-distribution mixture, in multiples of the embedding dimension.
+_OOD_UNITS_PER_COMPONENT = 2
+
+
+def _fit_mixture(z: np.ndarray, components: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Gaussian mixture (full covariances) of standardised embeddings: means, precisions, log weights, k.
+
+    The number of components is ``components`` or fewer, so that each has on average at least
+    ``2 * dim`` units to estimate its covariance from.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    k = int(np.clip(z.shape[0] // (_OOD_UNITS_PER_COMPONENT * z.shape[1]), 1, components))
+    gmm = GaussianMixture(
+        n_components=k, covariance_type="full", reg_covar=OOD_REG_COVAR, max_iter=500, random_state=seed
+    ).fit(z)
+    precision = np.einsum("kij,klj->kil", gmm.precisions_cholesky_, gmm.precisions_cholesky_)
+    precision = (precision + np.transpose(precision, (0, 2, 1))) / 2.0
+    return gmm.means_, precision, np.log(gmm.weights_), k
+
+
+def _ood_folds(y: np.ndarray, groups: np.ndarray | None, num_folds: int, rng: np.random.Generator) -> np.ndarray:
+    """Fold index of every unit: whole groups per fold (as many folds as groups at most), else stratified."""
+    fold = np.empty(len(y), dtype=np.int64)
+    if groups is not None:
+        unique = rng.permutation(np.unique(groups))
+        order = {g: i % min(num_folds, len(unique)) for i, g in enumerate(unique)}
+        fold[:] = [order[g] for g in groups]
+        return fold
+    offset = 0
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        fold[idx] = (offset + np.arange(len(idx))) % num_folds
+        offset += len(idx)
+    return fold
+
+
 def _sklearn_pipeline(C: float, max_iter: int):
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -505,8 +743,10 @@ def fit_head(
     groups: Sequence | None = None,
     max_iter: int = 2000,
     provenance: dict | None = None,
+    ood_quantile: float | None = 0.975,
+    ood_components: int = 10,
 ) -> LinearHead:
-    """Fit a calibrated linear head for one task on labelled unit embeddings.
+    """Fit a calibrated linear head for one task on labelled unit embeddings, with an out-of-distribution check.
 
     The head is a ``StandardScaler`` followed by a class-balanced multinomial ``LogisticRegression``
     (scikit-learn; the linear-probe protocol of :func:`~spikeinterface_neuronid.evaluation.linear_probe`).
@@ -516,6 +756,20 @@ def fit_head(
     2. fit the pipeline on the other units and find the temperature that minimises the negative
        log-likelihood of the held-out units (:func:`fit_temperature`);
     3. refit the pipeline on all labelled units and keep that temperature.
+
+    The out-of-distribution check (``ood_quantile``) models the density of the standardised training
+    embeddings with a Gaussian mixture (``ood_components`` full-covariance components, fitted by
+    scikit-learn's ``GaussianMixture``) and sets its threshold on held-out units, by cross-fitting:
+
+    1. split the labelled units into ``round(1 / calibration_fraction)`` folds, of whole ``groups`` when
+       given (so every threshold score comes from an animal the mixture did not see), else stratified by
+       class;
+    2. for each fold, fit the standardisation and the mixture on the other folds and score the fold's units
+       (:meth:`LinearHead.ood_score`);
+    3. the threshold is the conformal ``ood_quantile`` of these held-out scores (the
+       ``ceil((n + 1) * ood_quantile)``-th smallest of ``n``); the mixture is then refitted on all labelled
+       units. About ``1 - ood_quantile`` of new units like the training units are then flagged as out of
+       distribution and labelled ``"unknown"``.
 
     Parameters
     ----------
@@ -530,7 +784,9 @@ def fit_head(
     C : float, default: 1.0
         Inverse L2 regularisation strength of the logistic regression.
     calibration_fraction : float, default: 0.25
-        Fraction of the labelled units held out to fit the temperature; 0 skips calibration (temperature 1).
+        Fraction of the labelled units held out to fit the temperature (and one fold in
+        ``1 / calibration_fraction`` for the out-of-distribution threshold); 0 skips calibration (temperature
+        1, and no out-of-distribution check: its threshold needs held-out units).
     threshold : float, default: 0.5
         Abstention threshold on the largest calibrated probability (units below it are ``"unknown"``).
     seed : int, default: 0
@@ -542,7 +798,15 @@ def fit_head(
         Iterations of the logistic-regression solver.
     provenance : dict | None, default: None
         Extra JSON-serialisable description stored with the head (e.g. the label source); the fit settings
-        and scores are added under ``"fit"``.
+        and scores are added under ``"fit"`` (the out-of-distribution check's under ``"fit"]["ood"``).
+    ood_quantile : float | None, default: 0.975
+        Quantile in (0, 1) of the held-out units' out-of-distribution scores used as threshold: the expected
+        fraction of in-distribution units flagged is ``1 - ood_quantile``. None fits no out-of-distribution
+        check (the head abstains on low confidence only). The check is also skipped, with a warning, when
+        there are too few labelled units for the quantile (fewer than ``1 / (1 - ood_quantile)``).
+    ood_components : int, default: 10
+        Most Gaussian components of the out-of-distribution density; fewer are used when there are fewer than
+        ``2 * dim`` labelled units per component.
 
     Returns
     -------
@@ -569,6 +833,13 @@ def fit_head(
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     if not float(C) > 0:
         raise ValueError(f"C must be positive, got {C}")
+    if ood_quantile is not None:
+        if isinstance(ood_quantile, bool) or not isinstance(ood_quantile, (int, float, np.floating, np.integer)):
+            raise ValueError(f"ood_quantile must be a number in (0, 1) or None, got {ood_quantile!r}")
+        if not 0.0 < float(ood_quantile) < 1.0:
+            raise ValueError(f"ood_quantile must be in (0, 1) (or None to skip the check), got {ood_quantile!r}")
+    if isinstance(ood_components, bool) or not isinstance(ood_components, (int, np.integer)) or ood_components < 1:
+        raise ValueError(f"ood_components must be a positive integer, got {ood_components!r}")
 
     keep = labelled & np.all(np.isfinite(x), axis=1)
     x, y_str = x[keep], label_str[keep].astype(str)
@@ -637,9 +908,89 @@ def fit_head(
         fit_info["sklearn_version"] = sklearn.__version__
     except Exception:  # pragma: no cover
         pass
+    head = LinearHead.from_sklearn(pipe, task, temperature=temperature, threshold=threshold)
+    ood, ood_info = {}, None
+    if ood_quantile is not None:
+        ood, ood_info = _fit_ood(
+            head, x, y, groups, float(ood_quantile), int(ood_components), float(calibration_fraction), seed
+        )
+        fit_info["ood"] = ood_info
     info = dict(provenance or {})
     info["fit"] = fit_info
-    return LinearHead.from_sklearn(pipe, task, temperature=temperature, threshold=threshold, provenance=info)
+    return dataclasses.replace(head, provenance=info, **ood)
+
+
+def _conformal_rank(n: int, quantile: float) -> int:
+    """Rank (1-based) of the conformal ``quantile`` among ``n`` sorted scores: ``ceil((n + 1) * quantile)``."""
+    return int(np.ceil((n + 1) * quantile - 1e-9))  # the tolerance absorbs rounding, e.g. 40 * 0.975
+
+
+def _fit_ood(
+    head: LinearHead,
+    x: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray | None,
+    quantile: float,
+    components: int,
+    calibration_fraction: float,
+    seed: int,
+) -> tuple[dict, dict]:
+    """The out-of-distribution arrays and threshold of :func:`fit_head` (empty when skipped) and their provenance."""
+    info: dict[str, Any] = dict(
+        method="gaussian_mixture",
+        quantile=quantile,
+        max_components=components,
+        reg_covar=OOD_REG_COVAR,
+    )
+    if calibration_fraction <= 0:
+        info["skipped"] = "calibration_fraction=0: no held-out units to set the threshold"
+        return {}, info
+    n = len(y)
+    rank = _conformal_rank(n, quantile)
+    if rank > n:
+        needed = n + 1
+        while _conformal_rank(needed, quantile) > needed:
+            needed += 1
+        warnings.warn(
+            f"head '{head.task}': {n} labelled units are too few to set the out-of-distribution threshold at "
+            f"ood_quantile={quantile:g} (it needs at least {needed}); the head "
+            "has no out-of-distribution check. Label more units, lower ood_quantile, or pass ood_quantile=None",
+            stacklevel=3,
+        )
+        info["skipped"] = f"too few labelled units ({n}) for the quantile"
+        return {}, info
+    rng = np.random.default_rng([int(seed), 1])
+    num_folds = max(2, int(round(1.0 / calibration_fraction)))
+    fold = _ood_folds(y, groups, num_folds, rng)
+    held_out = np.full(n, np.nan)
+    fold_components = []
+    for f in np.unique(fold):
+        test = fold == f
+        mean, scale = np.mean(x[~test], axis=0), np.std(x[~test], axis=0)
+        scale = np.where(scale > 0, scale, 1.0)  # as StandardScaler
+        loc, prec, logw, k = _fit_mixture((x[~test] - mean) / scale, components, seed)
+        fold_components.append(k)
+        partial = dataclasses.replace(
+            head, mean=mean, scale=scale, ood_location=loc, ood_precision=prec, ood_log_weight=logw, ood_threshold=0.0
+        )
+        held_out[test] = partial.ood_score(x[test])
+    ood_threshold = float(np.sort(held_out)[rank - 1])
+    loc, prec, logw, k = _fit_mixture((x - head.mean) / head.scale, components, seed)
+    arrays = dict(ood_location=loc, ood_precision=prec, ood_log_weight=logw, ood_threshold=ood_threshold)
+    in_sample = dataclasses.replace(head, **arrays).ood_score(x)
+    info.update(
+        components=k,
+        folds=int(len(np.unique(fold))),
+        fold_components=fold_components,
+        split="groups" if groups is not None else "stratified",
+        num_calibration_units=n,
+        threshold=ood_threshold,
+        held_out_score_quantiles={
+            str(q): float(v) for q, v in zip((0.5, 0.9, 0.99), np.quantile(held_out, (0.5, 0.9, 0.99)))
+        },
+        training_fraction_flagged=float(np.mean(in_sample > ood_threshold)),
+    )
+    return arrays, info
 
 
 def expected_calibration_error(proba, y, classes: Sequence[str], n_bins: int = 10) -> float:
@@ -700,13 +1051,15 @@ def head_outputs(head, embedding: np.ndarray) -> dict[str, np.ndarray]:
     -------
     dict of str to np.ndarray
         ``<task>_label`` (``<U``), ``<task>_probabilities`` (float32), ``<task>_confidence`` (float32) and
-        ``<task>_classes`` (``<U``).
+        ``<task>_classes`` (``<U``). The label is ``"unknown"`` where the stored confidence is below the head's
+        threshold, where the unit is out of distribution (:meth:`LinearHead.is_ood`; its probabilities are
+        still stored) and where it has no embedding.
     """
     # labels from the stored float32 probabilities: "unknown" exactly where the stored confidence < threshold
     proba = head.predict_proba(embedding).astype(np.float32)
     task = head.task
     return {
-        f"{task}_label": head.labels_from_proba(proba),
+        f"{task}_label": head.labels_from_proba(proba, ood=head.is_ood(embedding)),
         f"{task}_probabilities": proba,
         f"{task}_confidence": np.max(proba, axis=1),
         f"{task}{CLASSES_SUFFIX}": np.asarray(head.classes, dtype=str),

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -11,7 +12,13 @@ from safetensors.torch import save_file
 
 from spikeinterface_neuronid import LinearHead, fit_head
 from spikeinterface_neuronid.bundle import METADATA_KEY, ModelBundle, model_sha256
-from spikeinterface_neuronid.heads import _group_split, _sklearn_pipeline, expected_calibration_error, fit_temperature
+from spikeinterface_neuronid.heads import (
+    _group_split,
+    _sklearn_pipeline,
+    expected_calibration_error,
+    fit_temperature,
+    head_outputs,
+)
 from spikeinterface_neuronid.methods.nuclr import NuCLRConfig, build_encoder, build_projector
 
 TINY = NuCLRConfig.window(
@@ -64,7 +71,7 @@ def test_head_equals_the_sklearn_pipeline(num_classes):
 
 def test_abstention_honours_the_threshold_exactly():
     x, y = blobs(n=120, separation=1.0)
-    head = fit_head(x, y, "cell_type")
+    head = fit_head(x, y, "cell_type", ood_quantile=None)  # the confidence threshold alone
     conf = head.confidence(x)
     best = np.asarray(head.classes)[np.argmax(head.predict_proba(x), axis=1)]
     for threshold in (0.0, float(np.median(conf)), float(np.sort(conf)[10]), 1.0):
@@ -290,3 +297,202 @@ def test_model_card_is_generated_from_the_bundle_metadata():
     assert body.lstrip().startswith("# Model card: card-test") and bundle.sha256 in body
     assert "## Head `cell_type`" in card and "PV, SST" in card and "below 0.6" in card
     assert '"data": "x"' in card
+
+
+# -- out-of-distribution check ------------------------------------------------------------------------------
+
+
+def ood_data(n=480, dim=16, seed=0):
+    """Three classes on a curved low-dimensional sheet (like embeddings), 8 groups ("animals")."""
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(rng.normal(size=(dim, dim)))[0]
+    y = np.resize(np.arange(3), n)
+    t = rng.normal(size=(n, 3)) + 3.0 * np.eye(3)[y]
+    latent = np.concatenate([t, 0.3 * np.sin(t[:, :2]), 0.05 * rng.normal(size=(n, dim - 5))], axis=1)
+    return latent @ basis, np.array(["aaa", "bbb", "ccc"])[y], np.repeat(np.arange(8), n // 8), basis
+
+
+def test_far_embeddings_are_unknown_and_in_distribution_ones_are_not():
+    x, y, groups, basis = ood_data()
+    head = fit_head(x, y, "cell_type", groups=groups)
+    assert head.has_ood and "ood_threshold" in repr(head)
+    info = head.provenance["fit"]["ood"]
+    assert info["split"] == "groups" and info["folds"] == 4 and info["threshold"] == head.ood_threshold
+
+    x_new, y_new, _, _ = ood_data(n=960, seed=0)  # the same distribution, other draws (same basis, seed 0)
+    x_new = x_new[480:]
+    rate = head.is_ood(x_new).mean()
+    assert 0.0 < rate < 0.08  # about 1 - ood_quantile = 2.5 %
+    # off the sheet: as confident as in-distribution units (a linear head extrapolates), but unknown
+    rng = np.random.default_rng(1)
+    far = x_new[:100] + 1.5 * rng.normal(size=(100, 11)) @ basis[5:]  # the sheet lies along basis[:5]
+    assert np.all(head.is_ood(far)) and np.all(head.predict(far) == "unknown")
+    without = head.without_ood()
+    assert not without.has_ood and np.mean(without.predict(far) != "unknown") > 0.8
+    np.testing.assert_array_equal(without.predict_proba(far), head.predict_proba(far))
+
+    # the extension's data: "unknown" labels, probabilities still stored, no other keys
+    emb = np.concatenate([x_new[:50], far[:50], np.full((1, 16), np.nan)])
+    out = head_outputs(head, emb)
+    assert set(out) == {"cell_type_label", "cell_type_probabilities", "cell_type_confidence", "cell_type_classes"}
+    labels = out["cell_type_label"]
+    assert np.all(labels[50:] == "unknown") and np.all(np.isfinite(out["cell_type_confidence"][:100]))
+    np.testing.assert_array_equal(labels[:50], head.predict(x_new[:50]))
+    kept = ~head.is_ood(x_new[:50]) & (head.confidence(x_new[:50]) >= head.threshold)
+    assert kept.sum() > 40 and np.all(labels[:50][kept] != "unknown") and np.all(labels[:50][~kept] == "unknown")
+    np.testing.assert_array_equal(head_outputs(without, emb)["cell_type_label"][:50], without.predict(emb[:50]))
+    assert np.isnan(head.ood_score(emb)[-1]) and not head.is_ood(emb)[-1]
+
+
+def test_ood_score_is_the_mixture_negative_log_density():
+    from scipy.stats import multivariate_normal
+
+    x, y, groups, _ = ood_data()
+    head = fit_head(x, y, "cell_type", groups=groups, ood_components=3)
+    assert head.ood_location.shape == (3, 16) and head.ood_precision.shape == (3, 16, 16)
+    z = (x[:20] - head.mean) / head.scale
+    density = sum(
+        np.exp(w) * multivariate_normal(m, np.linalg.inv(p)).pdf(z)
+        for m, p, w in zip(head.ood_location, head.ood_precision, head.ood_log_weight)
+    )
+    np.testing.assert_allclose(head.ood_score(x[:20]), -np.log(density), rtol=1e-9)
+    # the threshold is the conformal quantile of held-out scores: about 2.5 % of the training units' folds
+    assert 0.0 <= head.provenance["fit"]["ood"]["training_fraction_flagged"] < 0.025
+    again = fit_head(x, y, "cell_type", groups=groups, ood_components=3)
+    np.testing.assert_array_equal(again.ood_precision, head.ood_precision)
+    assert again.ood_threshold == head.ood_threshold
+    stricter = fit_head(x, y, "cell_type", groups=groups, ood_components=3, ood_quantile=0.8)
+    assert stricter.ood_threshold < head.ood_threshold
+
+
+def test_ood_folds_hold_out_whole_groups():
+    from spikeinterface_neuronid.heads import _ood_folds
+
+    y = np.resize(np.arange(3), 120)
+    groups = np.repeat(np.arange(6), 20)
+    fold = _ood_folds(y, groups, 4, np.random.default_rng(0))
+    assert len(np.unique(fold)) == 4
+    for g in range(6):
+        assert len(np.unique(fold[groups == g])) == 1
+    assert len(np.unique(_ood_folds(y, np.repeat([0, 1], 60), 4, np.random.default_rng(0)))) == 2
+    stratified = _ood_folds(y, None, 4, np.random.default_rng(0))
+    for f in range(4):
+        assert np.bincount(y[stratified == f], minlength=3).min() == 10
+
+
+def test_ood_check_is_skipped_when_it_cannot_be_calibrated():
+    x, y = blobs(n=30)
+    with pytest.warns(UserWarning, match="too few to set the out-of-distribution threshold.*at least 39"):
+        head = fit_head(x, y, "cell_type")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 39 units: the conformal rank ceil(40 * 0.975) = 39 exists
+        assert fit_head(*blobs(n=39, separation=3.0), "cell_type", C=0.1).has_ood
+    assert not head.has_ood and "skipped" in head.provenance["fit"]["ood"]
+    assert not fit_head(*blobs(n=120), "cell_type", calibration_fraction=0).has_ood
+    off = fit_head(*blobs(n=120), "cell_type", ood_quantile=None)
+    assert not off.has_ood and "ood" not in off.provenance["fit"]
+    with pytest.raises(ValueError, match="has no out-of-distribution check"):
+        off.ood_score(blobs(n=3)[0])
+    assert not off.is_ood(blobs(n=3)[0]).any()
+
+
+def test_ood_threshold_round_trips_through_the_model_file(tmp_path):
+    torch.manual_seed(0)
+    bundle = ModelBundle.from_modules("nuclr", TINY, build_encoder(TINY), build_projector(TINY), name="tiny")
+    x, y, groups, _ = ood_data()
+    head = fit_head(x, y, "cell_type", groups=groups)
+    bundle.add_head(head)
+    path = bundle.save(tmp_path / "m.safetensors")
+    tensors, meta = _raw(path)
+    assert meta["heads"]["cell_type"]["ood_threshold"] == head.ood_threshold
+    for name in ("ood_location", "ood_precision", "ood_log_weight"):
+        assert tensors[f"head.cell_type.{name}"].dtype == torch.float64
+    loaded = ModelBundle.load(path).heads["cell_type"]
+    assert loaded.ood_threshold == head.ood_threshold
+    for name in ("ood_location", "ood_precision", "ood_log_weight"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(head, name))
+    np.testing.assert_array_equal(loaded.ood_score(x), head.ood_score(x))
+    np.testing.assert_array_equal(loaded.predict(x * 3.0), head.predict(x * 3.0))
+
+    # the threshold and the arrays are part of the model's identity
+    def write(t, m):
+        save_file(t, str(path), metadata={METADATA_KEY: json.dumps(m)})
+
+    changed = json.loads(json.dumps(meta))
+    changed["heads"]["cell_type"]["ood_threshold"] = head.ood_threshold * 2
+    write(tensors, changed)
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        ModelBundle.load(path)
+    bad = dict(tensors)
+    bad["head.cell_type.ood_location"] = bad["head.cell_type.ood_location"] + 1e-9
+    write(bad, meta)
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        ModelBundle.load(path)
+    # arrays without their threshold (re-checksummed) are rejected
+    lacking = json.loads(json.dumps(meta))
+    del lacking["heads"]["cell_type"]["ood_threshold"]
+    lacking["sha256"] = model_sha256(tensors, lacking["method"], lacking["config"], lacking["heads"])
+    write(tensors, lacking)
+    with pytest.raises(ValueError, match="must be stored together"):
+        ModelBundle.load(path)
+
+
+def test_heads_stored_without_ood_arrays_still_load_and_work(tmp_path):
+    from spikeinterface_neuronid.bundle import heads_checksum_metadata, weights_sha256
+
+    x, y, groups, _ = ood_data()
+    head = fit_head(x, y, "cell_type", groups=groups).without_ood()
+    arrays, meta = head.to_arrays()
+    # exactly what versions before the out-of-distribution check stored
+    assert set(arrays) == {"mean", "scale", "coef", "intercept"}
+    assert set(meta) == {"classes", "temperature", "threshold", "provenance"}
+    torch.manual_seed(0)
+    bundle = ModelBundle.from_modules("nuclr", TINY, build_encoder(TINY), build_projector(TINY), name="tiny")
+    bundle.add_head(head)
+    path = bundle.save(tmp_path / "m.safetensors")
+    tensors, raw = _raw(path)
+    # rewrite it as a format-2 file (heads, old checksum), as the package wrote before
+    raw["format_version"] = 2
+    raw["sha256"] = weights_sha256(tensors, heads_checksum_metadata(raw["heads"]))
+    save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(raw)})
+    loaded = ModelBundle.load(path).heads["cell_type"]
+    assert not loaded.has_ood and loaded.ood_threshold is None
+    far = x[:10] * 5.0
+    np.testing.assert_array_equal(loaded.predict(far), head.predict(far))
+    assert not loaded.is_ood(far).any()
+    assert np.any(head_outputs(loaded, far)["cell_type_label"] != "unknown")
+
+
+def test_ood_parameters_are_validated():
+    x, y = blobs(n=120)
+    for bad in (0.0, 1.0, 1.5, -0.1, "high", True):
+        with pytest.raises(ValueError, match="ood_quantile"):
+            fit_head(x, y, "cell_type", ood_quantile=bad)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="ood_components"):
+            fit_head(x, y, "cell_type", ood_components=bad)
+
+    xs, ys, groups, _ = ood_data()
+    head = fit_head(xs, ys, "cell_type", groups=groups, ood_components=2)
+    with pytest.raises(ValueError, match="must be given together"):
+        dataclasses.replace(head, ood_threshold=None)
+    with pytest.raises(ValueError, match="do not fit dimension 16"):
+        dataclasses.replace(head, ood_location=head.ood_location[:, :8])
+    with pytest.raises(ValueError, match="do not fit dimension 16"):
+        dataclasses.replace(head, ood_log_weight=head.ood_log_weight[:1])
+    asymmetric = head.ood_precision.copy()
+    asymmetric[0, 0, 1] += 1.0
+    with pytest.raises(ValueError, match=r"ood_precision\[0\] must be symmetric"):
+        dataclasses.replace(head, ood_precision=asymmetric)
+    with pytest.raises(ValueError, match=r"ood_precision\[1\] must be positive definite"):
+        dataclasses.replace(head, ood_precision=np.stack([head.ood_precision[0], -head.ood_precision[1]]))
+    for bad in (np.inf, np.nan, "x"):
+        with pytest.raises(ValueError, match="ood_threshold must be a finite number"):
+            dataclasses.replace(head, ood_threshold=bad)
+    arrays, meta = head.to_arrays()
+    with pytest.raises(ValueError, match="missing arrays"):
+        LinearHead.from_arrays("cell_type", {k: v for k, v in arrays.items() if k != "ood_log_weight"}, meta)
+    with pytest.raises(ValueError, match="must be stored together"):
+        LinearHead.from_arrays("cell_type", arrays, {k: v for k, v in meta.items() if k != "ood_threshold"})
+    with pytest.raises(ValueError, match="ood must have shape"):
+        head.labels_from_proba(head.predict_proba(xs[:5]), ood=np.zeros(4, dtype=bool))
