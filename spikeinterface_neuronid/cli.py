@@ -226,9 +226,15 @@ def _labelling_workflow(model: str, test_analyzer, train_x, train_y, train_group
     )
 
 
+def _input_corpus(args: argparse.Namespace):
+    """The lazy corpus of ``neuronid pretrain``'s inputs (NWB files, folders of them, analyzer folders)."""
+    from .streaming import LazyCorpus, expand_sources
+
+    return LazyCorpus(expand_sources(args.inputs), cache_size=args.cache_sessions)
+
+
 def _pretrain_command(args: argparse.Namespace) -> int:
     from . import training
-    from .corpus import spike_train_corpus
     from .inference import resolve_model
 
     provenance: dict = {}
@@ -251,13 +257,12 @@ def _pretrain_command(args: argparse.Namespace) -> int:
             num_units=int(sum(s.num_units for s in corpus)),
         )
     else:
-        import spikeinterface.core as si
-
-        import spikeinterface_neuronid  # noqa: F401
-
-        analyzers = [si.load_sorting_analyzer(p, load_extensions=False) for p in args.inputs]
-        corpus = spike_train_corpus(analyzers)
-        provenance = dict(data="sorting analyzers", sources=[str(p) for p in args.inputs], num_sessions=len(corpus))
+        corpus = args.corpus if getattr(args, "corpus", None) is not None else _input_corpus(args)
+        kinds = set(corpus.kinds)
+        data = {frozenset({"analyzer"}): "sorting analyzers", frozenset({"nwb"}): "NWB files"}.get(
+            frozenset(kinds), "NWB files and sorting analyzers"
+        )
+        provenance = dict(data=data, sources=[str(p) for p in corpus.sources], num_sessions=len(corpus))
     provenance["command"] = "neuronid " + " ".join(args.argv)
     init = resolve_model(args.init) if args.init else None
     config = None
@@ -398,13 +403,15 @@ def build_parser() -> argparse.ArgumentParser:
     pre = command(
         "pretrain",
         "self-supervised pretraining of an embedding model",
-        "Pretrain (or, with --init, fine-tune) an embedding model on SortingAnalyzer folders or simulated animals, "
-        "and write it as a .safetensors file with a model card (.md) and a .model_info.json next to it.",
+        "Pretrain (or, with --init, fine-tune) an embedding model on NWB files, SortingAnalyzer folders (read "
+        "lazily) or simulated animals, and write it as a .safetensors file with a model card (.md) and a "
+        ".model_info.json next to it.",
     )
     pre.add_argument(
         "inputs",
         nargs="*",
-        help="SortingAnalyzer folders to pretrain on (default: none; then --simulated is required)",
+        help="NWB files (.nwb, .nwb.zarr), folders searched recursively for them, and SortingAnalyzer folders "
+        "to pretrain on, read lazily (default: none; then --simulated is required)",
     )
     pre.add_argument(
         "--simulated",
@@ -437,6 +444,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pre.add_argument(
         "--init", help="model to fine-tune from: 'default' or a model path (default: none, random weights)"
+    )
+    pre.add_argument(
+        "--cache-sessions",
+        type=_positive(int),
+        default=4,
+        help="input sessions (NWB files or analyzers) held in memory at once; the others are read again when "
+        "drawn (default: %(default)s)",
     )
     pre.add_argument("--steps", type=_positive(int), default=2000, help="optimiser steps (default: %(default)s)")
     pre.add_argument(
@@ -574,7 +588,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if np.isfinite(metrics["macro_f1"]) else 1
     if args.command == "pretrain":
         if not args.simulated and not args.inputs:
-            subparser.error("give SortingAnalyzer folders to pretrain on, or --simulated PRESET")
+            subparser.error(
+                "give NWB files, folders of NWB files or SortingAnalyzer folders to pretrain on, or --simulated PRESET"
+            )
         if args.init:
             _check_model_option(subparser, args.init, "--init")
         else:
@@ -583,6 +599,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             config_class = get_method(args.method).Config
             if not callable(getattr(config_class, args.config, None)):
                 subparser.error(f"--config {args.config}: not a config preset of --method {args.method}")
+        if not args.simulated:
+            from .streaming import CorpusSourceError
+
+            try:  # only metadata is read here; a source that fails later names itself in the error
+                args.corpus = _input_corpus(args)
+            except (FileNotFoundError, CorpusSourceError) as err:
+                subparser.error(str(err))
         return _pretrain_command(args)
     if args.command == "benchmark":
         return _benchmark_command(args)

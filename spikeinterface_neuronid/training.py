@@ -153,15 +153,33 @@ class SpanSampler:
         A span-context config.
     small_view_probability : float, default: 0.1
         See :class:`~spikeinterface_neuronid.span_views.SpanViewSettings`.
+    max_cached : int | None, default: None
+        Keep the statistics of at most this many items (least recently drawn dropped first; they are recomputed,
+        identically, when drawn again). None keeps all, or, for a corpus with a ``cache_size`` (a lazy corpus,
+        :class:`~spikeinterface_neuronid.streaming.LazyCorpus`), that many, so that memory stays bounded by the
+        sessions in use and not by the corpus.
     """
 
-    def __init__(self, corpus: Sequence[SpikeTrainSet], config, small_view_probability: float = 0.1):
+    def __init__(
+        self,
+        corpus: Sequence[SpikeTrainSet],
+        config,
+        small_view_probability: float = 0.1,
+        max_cached: int | None = None,
+    ):
+        from collections import OrderedDict
+
         from .span_views import SpanViewSettings
 
         self.corpus = corpus
         self.config = config
         self.settings = SpanViewSettings.from_config(config, small_view_probability)
-        self._stats: dict[int, Any] = {}
+        if max_cached is None:
+            max_cached = getattr(corpus, "cache_size", None)
+        if max_cached is not None and (isinstance(max_cached, bool) or int(max_cached) < 1):
+            raise ValueError(f"max_cached must be a positive integer or None, got {max_cached!r}")
+        self.max_cached = None if max_cached is None else int(max_cached)
+        self._stats: OrderedDict[int, Any] = OrderedDict()
 
     def statistics(self, index: int):
         """The (cached) chunk statistics of corpus item ``index``.
@@ -181,7 +199,12 @@ class SpanSampler:
                 half = np.floor(trains.duration / 2 / spec.pair_bin_s + 1e-9) * spec.pair_bin_s
                 spec = replace(spec, chunk_s=float(half))
             stats = chunk_statistics(trains, spec, relational=self.config.relational)
+            if self.max_cached is not None:
+                while len(self._stats) >= self.max_cached:
+                    self._stats.popitem(last=False)
             self._stats[index] = stats.to_cumulative()
+        else:
+            self._stats.move_to_end(index)
         return self._stats[index]
 
     def __call__(

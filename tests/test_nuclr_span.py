@@ -225,3 +225,33 @@ def test_checkpoint_selection_keeps_the_best_scoring_weights(tmp_path):
 
 def test_projector_is_trained_alongside():
     assert sum(p.numel() for p in build_projector(TINY).parameters()) > 0
+
+
+class _Lazy(list):
+    """A list corpus that announces a cache size, as a lazy corpus does."""
+
+    cache_size = 1
+
+
+def test_bounded_statistics_cache_gives_the_same_training():
+    """The span sampler keeps at most cache_size items' statistics for a lazy corpus; recomputed ones are equal."""
+    from spikeinterface_neuronid.training import SpanSampler
+
+    corpus = [_population(seed=s) for s in range(3)]
+    sampler = SpanSampler(corpus, TINY, max_cached=1)
+    first = sampler.statistics(0)
+    sampler.statistics(1)
+    assert list(sampler._stats) == [1]
+    again = sampler.statistics(0)
+    assert again is not first and list(sampler._stats) == [0]
+    for name in vars(first):
+        a, b = getattr(first, name), getattr(again, name)
+        if isinstance(a, np.ndarray):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="max_cached must be a positive integer"):
+        SpanSampler(corpus, TINY, max_cached=0)
+    assert SpanSampler(_Lazy(corpus), TINY).max_cached == 1
+    kwargs = dict(config=TINY, steps=3, batch_size=2, seed=0, num_threads=1, progress_bar=False)
+    bounded, h1 = pretrain(_Lazy(corpus), **kwargs)
+    unbounded, h2 = pretrain(corpus, **kwargs)
+    assert bounded.sha256 == unbounded.sha256 and h1["loss"] == h2["loss"]
