@@ -271,19 +271,28 @@ def _pretrain_command(args: argparse.Namespace) -> int:
 
         method = get_method(args.method)
         config = getattr(method.Config, args.config)()
-    bundle, history = training.pretrain(
-        corpus,
-        config=config,
-        method=args.method,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        init=init,
-        device=args.device,
-        name=args.name,
-        provenance=provenance,
-    )
+    from ._train_state import TrainingStateError
+
+    try:
+        bundle, history = training.pretrain(
+            corpus,
+            config=config,
+            method=args.method,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            init=init,
+            device=args.device,
+            name=args.name,
+            provenance=provenance,
+            checkpoint_every=args.checkpoint_every if args.checkpoint else None,
+            checkpoint_path=args.checkpoint,
+            resume_from=args.checkpoint if args.resume else None,
+        )
+    except TrainingStateError as err:
+        print(f"neuronid pretrain: error: --resume: {err}", file=sys.stderr)
+        return 2
     if history.get("rank", 0) != 0:
         return 0  # under torchrun every rank holds the same weights; rank 0 writes the file
     path = bundle.save(args.output)
@@ -468,6 +477,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="seed of initialisation, sampling and dropout (default: %(default)s)",
     )
+    pre.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="write the latest weights there (.safetensors) every --checkpoint-every steps, and the training "
+        "state to resume from next to it (.state.safetensors) (default: none, no checkpoints)",
+    )
+    pre.add_argument(
+        "--checkpoint-every",
+        type=_positive(int),
+        default=100,
+        metavar="N",
+        help="steps between checkpoints, with --checkpoint (default: %(default)s)",
+    )
+    pre.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run from --checkpoint's training state, with the run's settings (default: off, "
+        "start afresh)",
+    )
     pre.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: %(default)s)")
     pre.add_argument("--name", default="neuronid-model", help="model name stored in the file (default: %(default)s)")
     pre.add_argument("-o", "--output", required=True, help="model file to write (.safetensors); required, no default")
@@ -587,6 +615,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics = run_demo(args.output, preset=args.preset, model=args.model, progress_bar=not args.no_progress)
         return 0 if np.isfinite(metrics["macro_f1"]) else 1
     if args.command == "pretrain":
+        if args.resume and not args.checkpoint:
+            subparser.error("--resume needs --checkpoint PATH (the checkpoint of the run to continue)")
+        if args.resume:
+            from ._train_state import state_path
+
+            if not state_path(args.checkpoint).is_file():
+                subparser.error(f"--resume: no training state {state_path(args.checkpoint)} to continue from")
         if not args.simulated and not args.inputs:
             subparser.error(
                 "give NWB files, folders of NWB files or SortingAnalyzer folders to pretrain on, or --simulated PRESET"

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import _train_state
 from .bundle import ModelBundle
 from .data import SpikeTrainSet, ViewPair, sample_view_pair
 from .inference import torch_threads
@@ -433,6 +434,7 @@ def pretrain(
     checkpoint_path: str | os.PathLike | None = None,
     shard_global_batch: bool | None = None,
     mixed_precision: bool | None = None,
+    resume_from: str | os.PathLike | None = None,
 ) -> tuple[ModelBundle, dict]:
     """Self-supervised training of an embedding model on a corpus of populations.
 
@@ -493,8 +495,11 @@ def pretrain(
         the history gets ``"checkpoints"``: ``[{"step", "score"}, ...]``. It runs in eval mode with torch's
         RNG state restored afterwards, so it does not change the training stream.
     checkpoint_path : str | PathLike | None, default: None
-        Write the latest checkpoint there (atomically, safetensors); on rank 0 only. A crashed run can be
-        continued with ``init=ModelBundle.load(path)``.
+        Write the latest checkpoint there (atomically, safetensors); on rank 0 only. Next to it,
+        ``<stem>.state.safetensors`` holds the training state (weights, AdamW state, step, settings, sampler
+        and torch RNG states, history, best checkpoint; safetensors + JSON, no pickle), from which
+        ``resume_from`` continues the run. Under torchrun give a path on every rank (every rank takes part
+        in gathering the RNG states).
     shard_global_batch : bool | None, default: None
         How the view pairs of a step are drawn. True: position ``p`` of step ``s`` of the global batch
         (``batch_size x world_size`` pairs) is drawn from its own stream seeded by ``(seed, s, p)`` and rank
@@ -508,6 +513,16 @@ def pretrain(
         Run the encoder and projector under bf16 autocast (the contrastive loss, the weights and AdamW stay
         float32). None: on when ``device`` is CUDA and the GPU supports bf16, off on CPU; True needs a CUDA
         device; False trains in float32 everywhere.
+    resume_from : str | PathLike | None, default: None
+        Continue a run from a checkpoint written with ``checkpoint_path`` (that path, or its
+        ``.state.safetensors`` file): the weights, AdamW state, step, sampler and torch RNG states, history
+        and best checkpoint are restored and training goes on to the same total ``steps`` with the same
+        schedule (no new warm-up). The settings that define the run (method, config, steps, batch size, lr,
+        weight decay, warm-up, view settings, grad clip, seed, world size, sampling mode, precision, number
+        of sessions, init model) must be those of the checkpoint's run; ``device``, ``num_threads``,
+        ``checkpoint_*`` and logging may change. On CPU with the same thread count the result is
+        bit-identical to an uninterrupted run. Under torchrun every rank reads the file (a shared
+        filesystem) and ``shard_global_batch`` must be on (the default there). None: start afresh.
 
     Returns
     -------
@@ -521,8 +536,11 @@ def pretrain(
     Raises
     ------
     ValueError
-        For an empty corpus, invalid settings, a config that does not fit ``init``'s weights, or when no
-        view pair can be drawn (recordings shorter than one window or too sparse).
+        For an empty corpus, invalid settings, a config that does not fit ``init``'s weights, when no
+        view pair can be drawn (recordings shorter than one window or too sparse), or a ``resume_from``
+        file that is corrupted or whose run has other settings (the message names the setting).
+    FileNotFoundError
+        If ``resume_from`` has no training-state file.
     FloatingPointError
         If the loss becomes NaN or infinite (lower ``lr``).
 
@@ -586,6 +604,36 @@ def pretrain(
     # NuCLR's loss is the mean over the matched pairs of the batch: ranks are weighted by their pair counts
     pair_weighted = getattr(module, "NAME", method) == "nuclr"
 
+    # what defines the run: a resumed run must have the same (the training-state file stores them)
+    run_settings = dict(
+        method=method,
+        config=config.to_dict(),
+        steps=steps,
+        batch_size=batch_size,
+        lr=float(lr),
+        weight_decay=float(weight_decay),
+        warmup_steps=warmup,
+        max_shift_s=float(max_shift_s),
+        min_keep=float(min_keep),
+        max_units=int(max_units),
+        grad_clip=None if grad_clip is None else float(grad_clip),
+        seed=int(seed),
+        world_size=world,
+        shard_global_batch=shard,
+        mixed_precision=autocast,
+        num_sessions=len(corpus),
+        init=None if init is None else init.sha256,
+    )
+    resumed = None
+    if resume_from is not None:
+        if world > 1 and not shard:
+            raise ValueError(
+                "resume_from under torchrun needs shard_global_batch=True (the per-rank sampler streams of "
+                "shard_global_batch=False are not saved)"
+            )
+        resumed = _train_state.load_state(resume_from, run_settings)
+    state_file = checkpoint_path is not None and bool(checkpoint_every)
+
     history: dict[str, Any] = dict(loss=[], lr=[], step_time_s=[], num_pairs=[])
     best = None
     loader = None
@@ -618,6 +666,14 @@ def pretrain(
                 from tqdm.auto import tqdm
 
                 progress = tqdm(total=steps, desc=f"pretrain {method}", unit="step")
+            start = 0
+            if resumed is not None:
+                start = _resume(resumed, encoder, projector, optimizer, rng, rank, device)
+                for key, values in resumed["history"].items():
+                    history[key] = list(values)
+                best = resumed["best"]
+                if progress is not None:
+                    progress.update(start)
             model.train()
             recent: list[float] = []
 
@@ -632,14 +688,18 @@ def pretrain(
             # the next batch is drawn in a worker thread while this step trains; only that thread uses ``rng``,
             # in step order, so the stream of batches is the same as without it
             loader = ThreadPoolExecutor(max_workers=1)
-            pending = loader.submit(draw, 0)
-            for step in range(steps):
+            # the sampler state before the pending batch was drawn (the worker is idle when it is taken):
+            # a run resumed from a checkpoint draws that batch again
+            drawn_from = rng.bit_generator.state
+            pending = loader.submit(draw, start) if start < steps else None
+            for step in range(start, steps):
                 t0 = time.perf_counter()
                 factor = _lr_factor(step, steps, warmup)
                 for group in optimizer.param_groups:
                     group["lr"] = lr * factor
                 batch = pending.result()
                 if step + 1 < steps:
+                    drawn_from = rng.bit_generator.state
                     pending = loader.submit(draw, step + 1)
                 num_pairs = _num_matched(batch)
                 loss = model(batch.to(device))
@@ -685,6 +745,22 @@ def pretrain(
                         model,
                         distributed,
                     )
+                    if state_file:
+                        _save_state(
+                            checkpoint_path,
+                            step + 1,
+                            run_settings,
+                            encoder,
+                            projector,
+                            optimizer,
+                            drawn_from,
+                            history,
+                            best,
+                            rank,
+                            world,
+                            distributed,
+                            device,
+                        )
     finally:
         if loader is not None:
             loader.shutdown(wait=True, cancel_futures=True)
@@ -728,6 +804,8 @@ def pretrain(
         training.update(shard_global_batch=shard, global_batch_size=batch_size * world)
     if autocast:
         training["precision"] = "bf16-autocast"
+    if resumed is not None:
+        training["resumed_from_step"] = resumed["step"]
     info = dict(provenance or {})
     info["training"] = training
     bundle = ModelBundle.from_modules(method, config, encoder, projector, name=name, provenance=info)
@@ -780,6 +858,62 @@ def _checkpoint(
             projector=copy.deepcopy(projector.state_dict()),
         )
     return best
+
+
+def _save_state(
+    path, step, settings, encoder, projector, optimizer, sampler_state, history, best, rank, world, distributed, device
+) -> None:
+    """Write the training state next to the checkpoint (rank 0); under torchrun every rank's RNG is gathered."""
+    on_cuda = torch.device(device).type == "cuda"
+    torch_rng = [torch.get_rng_state()]
+    cuda_rng = [torch.cuda.get_rng_state(torch.device(device))] if on_cuda else None
+    if distributed:
+        import torch.distributed as dist
+
+        def gather(state: torch.Tensor) -> list[torch.Tensor]:
+            local = state.to(device)  # NCCL gathers CUDA tensors only
+            parts = [torch.empty_like(local) for _ in range(world)]
+            dist.all_gather(parts, local)
+            return [part.cpu() for part in parts]
+
+        torch_rng = gather(torch_rng[0])
+        cuda_rng = gather(cuda_rng[0]) if cuda_rng is not None else None
+    if rank != 0:
+        return
+    _train_state.save_state(
+        path,
+        step=step,
+        settings=settings,
+        encoder=encoder,
+        projector=projector,
+        optimizer=optimizer,
+        torch_rng=torch_rng,
+        cuda_rng=cuda_rng,
+        sampler_state=sampler_state,
+        history=history,
+        best=best,
+    )
+
+
+def _resume(state: dict, encoder: nn.Module, projector: nn.Module, optimizer, rng, rank: int, device) -> int:
+    """Restore a loaded training state into the freshly built run; returns the step to continue from."""
+    where = state["path"]
+    try:
+        encoder.load_state_dict(state["encoder"])
+        projector.load_state_dict(state["projector"])
+    except RuntimeError as err:
+        raise ValueError(f"{where}: the saved weights do not fit the model: {err}") from None
+    _train_state.restore_optimizer(optimizer, state)
+    if state["torch_rng"][rank] is None:
+        raise ValueError(f"{where}: no torch RNG state of rank {rank}")
+    torch.set_rng_state(state["torch_rng"][rank])
+    if torch.device(device).type == "cuda" and state["cuda_rng"][rank] is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"][rank], torch.device(device))
+    try:
+        rng.bit_generator.state = state["sampler_state"]
+    except (TypeError, ValueError, KeyError) as err:
+        raise ValueError(f"{where}: unusable sampler state ({err})") from None
+    return int(state["step"])
 
 
 def _load_init(init: ModelBundle, config, encoder: nn.Module, projector: nn.Module) -> None:
