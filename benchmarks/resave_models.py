@@ -29,29 +29,22 @@ CALIBRATION = HERE / "results" / "calibration.json"
 COMMAND = "python benchmarks/resave_models.py"
 
 
-def _format_version(path: Path) -> int:
+def _stored(path: Path) -> tuple[int, str]:
+    """The file's format version and stored checksum, from its header."""
     from safetensors import safe_open
 
     from spikeinterface_neuronid.bundle import METADATA_KEY
 
     with safe_open(str(path), framework="pt") as f:
-        return int(json.loads(f.metadata()[METADATA_KEY])["format_version"])
-
-
-def _stored_sha256(path: Path) -> str:
-    from safetensors import safe_open
-
-    from spikeinterface_neuronid.bundle import METADATA_KEY
-
-    with safe_open(str(path), framework="pt") as f:
-        return str(json.loads(f.metadata()[METADATA_KEY])["sha256"])
+        meta = json.loads(f.metadata()[METADATA_KEY])
+    return int(meta["format_version"]), str(meta["sha256"])
 
 
 def resave(path: Path) -> dict:
     """Re-save one model file in the current format; return its migration record."""
     from spikeinterface_neuronid.bundle import FORMAT_VERSION, ModelBundle
 
-    old_format, old_sha = _format_version(path), _stored_sha256(path)
+    old_format, old_sha = _stored(path)
     bundle = ModelBundle.load(path)
     before = {k: v.clone() for k, v in bundle.tensors().items()}
     bundle.save(path)

@@ -283,7 +283,9 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
 
     @classmethod
     def _check_new_params(cls, params: dict):
-        """Validate the parameters of a new compute and load its model; return the model.
+        """Validate the parameters of a new compute and load its model.
+
+        Returns the model, the normalised integer/device parameters and the covariate arrays (or None).
 
         Everything that needs only the parameters is checked here, before SpikeInterface touches a previous
         result: the integers (no silent truncation of floats), the device, the method, the model file
@@ -291,7 +293,7 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
         """
         from .inference import resolve_model
 
-        _check_scalar_params(params)
+        checked = _check_scalar_params(params)
         model = params.get("model", "default")
         if not isinstance(model, (str, Path)):
             raise TypeError(
@@ -302,7 +304,7 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
         arrays = _covariate_arrays(params.get("covariates"), params.get("covariate_rate_hz"))
         if arrays is not None:
             _check_covariate_channels(bundle, arrays)
-        return bundle
+        return bundle, checked, arrays
 
     @staticmethod
     def _check_method(model, method) -> None:
@@ -343,10 +345,9 @@ class ComputeNeuronEmbedding(AnalyzerExtension):
             covariates=covariates,
             covariate_rate_hz=covariate_rate_hz,
         )
-        bundle = self._check_new_params(given)  # already checked by get_required_dependencies; cheap (cached)
-        checked = _check_scalar_params(given)
+        # already checked by get_required_dependencies; cheap (the model is cached)
+        bundle, checked, arrays = self._check_new_params(given)
         model = str(model)
-        arrays = _covariate_arrays(covariates, covariate_rate_hz)
         self._covariate_arrays = arrays  # stored as data by _run (the params only get a summary)
         covariate_summary = None
         if arrays is not None:

@@ -1,7 +1,12 @@
 """Shared test helpers: small generated analyzers."""
 
 import numpy as np
+import pytest
 import spikeinterface.core as si
+import torch
+
+from spikeinterface_neuronid.bundle import ModelBundle
+from spikeinterface_neuronid.methods.nuclr import NuCLRConfig, build_encoder
 
 FS = 10_000.0
 
@@ -20,3 +25,12 @@ def make_analyzer(num_units=10, duration=32.0, seed=0, format="memory", folder=N
         sorting = si.NumpySorting.from_unit_dict([trains], sampling_frequency=FS)
     recording = si.generate_recording(num_channels=4, durations=[duration], sampling_frequency=FS, seed=seed)
     return si.create_sorting_analyzer(sorting, recording, format=format, folder=folder, sparse=False)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    """A tiny random-weight span model saved to a file (the extension, input and recompute tests)."""
+    torch.manual_seed(0)
+    config = NuCLRConfig.cpu(dim=16, num_heads=2, projector_dim=16)
+    bundle = ModelBundle.from_modules("nuclr", config, build_encoder(config), name="test-random")
+    return str(bundle.save(tmp_path_factory.mktemp("model") / "tiny.safetensors"))

@@ -3,21 +3,11 @@
 import numpy as np
 import pytest
 import spikeinterface.core as si
-import torch
 
 import spikeinterface_neuronid  # noqa: F401  (registers the extension)
 from spikeinterface_neuronid.bundle import ModelBundle
-from spikeinterface_neuronid.methods.nuclr import NuCLRConfig, build_encoder
 
 from conftest import FS, make_analyzer
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    torch.manual_seed(0)
-    config = NuCLRConfig.cpu(dim=16, num_heads=2, projector_dim=16)
-    bundle = ModelBundle.from_modules("nuclr", config, build_encoder(config), name="test-random")
-    return str(bundle.save(tmp_path_factory.mktemp("model") / "tiny.safetensors"))
 
 
 @pytest.mark.parametrize("format", ["memory", "binary_folder", "zarr"])

@@ -5,22 +5,11 @@ import warnings
 import numpy as np
 import pytest
 import spikeinterface.core as si
-import torch
 
 import spikeinterface_neuronid  # noqa: F401  (registers the extension)
-from spikeinterface_neuronid.bundle import ModelBundle
 from spikeinterface_neuronid.corpus import sorting_to_spike_train_sets
 from spikeinterface_neuronid.data import SpikeTrainSet
 from spikeinterface_neuronid.inference import embed_populations
-from spikeinterface_neuronid.methods.nuclr import NuCLRConfig, build_encoder
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    torch.manual_seed(0)
-    config = NuCLRConfig.cpu(dim=16, num_heads=2, projector_dim=16)
-    bundle = ModelBundle.from_modules("nuclr", config, build_encoder(config), name="test-random")
-    return str(bundle.save(tmp_path_factory.mktemp("model") / "tiny.safetensors"))
 
 
 def _sorting(fs, duration=24.0, num_units=4, seed=0):

@@ -16,20 +16,10 @@ import torch
 
 import spikeinterface_neuronid  # noqa: F401  (registers the extension)
 from spikeinterface_neuronid import extension as extension_module
-from spikeinterface_neuronid.bundle import ModelBundle
-from spikeinterface_neuronid.methods.nuclr import NuCLRConfig, build_encoder
 
 from conftest import make_analyzer
 
 FORMATS = ["memory", "binary_folder", "zarr"]
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    torch.manual_seed(0)
-    config = NuCLRConfig.cpu(dim=16, num_heads=2, projector_dim=16)
-    bundle = ModelBundle.from_modules("nuclr", config, build_encoder(config), name="test-random")
-    return str(bundle.save(tmp_path_factory.mktemp("model") / "tiny.safetensors"))
 
 
 def _computed(tmp_path, format, model_path):
