@@ -153,6 +153,12 @@ def _architecture(bundle) -> str:
         f"{cfg.relational_layers} relational blocks across units (edge width {cfg.edge_dim}, lags ±"
         f"{cfg.max_lag_bins * cfg.bin_s * 1000:g} ms), channels: {', '.join(channels) or 'none'}; spans of "
         f"{cfg.chunk_s:g}-{cfg.max_span_s:g} s"
+        + (
+            f"; single-unit path: embedding = [population-context vector, context-free single-unit vector], "
+            f"{cfg.embedding_dim} dimensions"
+            if getattr(cfg, "single_unit_path", False)
+            else ""
+        )
     )
 
 

@@ -295,7 +295,7 @@ def main() -> None:
         return
 
     bundle, history = train(
-        corpus, provenance, NuCLRConfig.cpu(), args.steps, args, "neuronid-default-v2", args.checkpoint, score
+        corpus, provenance, NuCLRConfig.cpu(), args.steps, args, "neuronid-default-v3", args.checkpoint, score
     )
     seconds = time.perf_counter() - t0
     scores = evaluate(bundle)

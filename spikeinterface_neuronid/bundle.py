@@ -294,7 +294,7 @@ class ModelBundle:
         """
         if not isinstance(head, LinearHead):
             raise TypeError(f"head must be a LinearHead (see fit_head), got {type(head).__name__}")
-        dim = getattr(self.config, "dim", None)
+        dim = getattr(self.config, "embedding_dim", None)
         if dim is not None and head.dim != dim:
             raise ValueError(
                 f"head '{head.task}' expects embeddings of dimension {head.dim}, but the model's embeddings have "
@@ -459,7 +459,7 @@ class ModelBundle:
             file_format="safetensors",
             format_version=FORMAT_VERSION,
             created=self.created,
-            embedding_dim=getattr(self.config, "dim", None),
+            embedding_dim=getattr(self.config, "embedding_dim", None),
             num_parameters=self.num_parameters(),
             package_versions=self._package_versions(),
             label_classes={task: list(head.classes) for task, head in sorted(self._heads.items())},
@@ -517,7 +517,8 @@ class ModelBundle:
     def __repr__(self) -> str:
         heads = f", heads={sorted(self._heads)}" if self._heads else ""
         return (
-            f"ModelBundle(name={self.name!r}, method={self.method!r}, dim={getattr(self.config, 'dim', '?')}, "
+            f"ModelBundle(name={self.name!r}, method={self.method!r}, "
+            f"dim={getattr(self.config, 'embedding_dim', '?')}, "
             f"params={self.num_parameters():,}{heads}, sha256={self.sha256[:12]}…)"
         )
 

@@ -281,7 +281,7 @@ def embed_populations(
     if getattr(bundle.config, "context", "window") == "span":
         result = _embed_spans(encoder, bundle.config, segments, max_units, seed, device, num_threads, progress_bar)
         return _warn_if_nothing_embedded(result)
-    sums = np.zeros((num_units, bundle.config.dim), dtype=np.float64)
+    sums = np.zeros((num_units, bundle.config.embedding_dim), dtype=np.float64)
     counts = np.zeros(num_units, dtype=np.int64)
     samples = list(_iter_samples(segments, spec, max_units, seed))
 
@@ -367,7 +367,7 @@ def _embed_spans(encoder, config, segments, max_units, seed, device, num_threads
     spec = config.window_spec
     stats_spec = config.stats_spec
     num_units = segments[0].num_units
-    sums = np.zeros((num_units, config.dim), dtype=np.float64)
+    sums = np.zeros((num_units, config.embedding_dim), dtype=np.float64)
     counts = np.zeros(num_units, dtype=np.int64)
     rng = np.random.default_rng(seed)
     jobs = []

@@ -16,7 +16,8 @@ def test_contract_in_every_format(tmp_path, model_path, format):
     analyzer = make_analyzer(format=format, folder=folder)
     ext = analyzer.compute("neuron_embedding", model=model_path, progress_bar=False)
     emb = ext.get_data()
-    assert emb.shape == (analyzer.get_num_units(), 16) and emb.dtype == np.float32
+    # the tiny cpu() model: dim 16, so 32 columns ([population context, single unit])
+    assert emb.shape == (analyzer.get_num_units(), 32) and emb.dtype == np.float32
     assert np.all(np.isfinite(emb))
     assert ext.params["model_sha256"] == ModelBundle.load(model_path).sha256
     df = ext.get_data(outputs="pandas")
@@ -33,7 +34,7 @@ def test_contract_in_every_format(tmp_path, model_path, format):
 
     merged = analyzer.merge_units([[analyzer.unit_ids[0], analyzer.unit_ids[2]]], new_id_strategy="append")
     merged_emb = merged.get_extension("neuron_embedding").get_data()
-    assert merged_emb.shape == (analyzer.get_num_units() - 1, 16)
+    assert merged_emb.shape == (analyzer.get_num_units() - 1, 32)
     fresh = si.create_sorting_analyzer(merged.sorting, analyzer.recording, format="memory", sparse=False)
     fresh_emb = fresh.compute("neuron_embedding", model=model_path).get_data()
     np.testing.assert_allclose(merged_emb, fresh_emb, atol=1e-5)
@@ -44,7 +45,7 @@ def test_contract_in_every_format(tmp_path, model_path, format):
     n = analyzer.sorting.get_unit_spike_train(unit).size
     split = analyzer.split_units({unit: [np.arange(0, n, 2), np.arange(1, n, 2)]})
     split_emb = split.get_extension("neuron_embedding").get_data()
-    assert split_emb.shape == (analyzer.get_num_units() + 1, 16)
+    assert split_emb.shape == (analyzer.get_num_units() + 1, 32)
     fresh = si.create_sorting_analyzer(split.sorting, analyzer.recording, format="memory", sparse=False)
     np.testing.assert_allclose(split_emb, fresh.compute("neuron_embedding", model=model_path).get_data(), atol=1e-5)
 

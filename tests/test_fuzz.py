@@ -79,7 +79,7 @@ def test_generated_sortings_embed_or_fail_clearly(model_path, case):
                 word in message for word in ("sampling_frequency", "units", "unit", "window", "segment", "s)")
             ), message
             return
-    assert result.embedding.shape == (len(trains), DIM)
+    assert result.embedding.shape == (len(trains), 2 * DIM)  # [population context, single unit]
     assert np.all(np.isfinite(result.embedding[result.embedded]))
     assert np.all(np.isnan(result.embedding[~result.embedded]))
 

@@ -283,7 +283,8 @@ def test_model_card_is_generated_from_the_bundle_metadata():
     config = NuCLRConfig.cpu(dim=8, num_heads=2, projector_dim=8)
     bundle = ModelBundle.from_modules("nuclr", config, build_encoder(config), name="card-test", provenance={"data": "x"})
     rng = np.random.default_rng(0)
-    x = np.concatenate([rng.normal(0, 1, (40, 8)), rng.normal(3, 1, (40, 8))])
+    width = config.embedding_dim
+    x = np.concatenate([rng.normal(0, 1, (40, width)), rng.normal(3, 1, (40, width))])
     y = np.array(["PV"] * 40 + ["SST"] * 40)
     bundle.add_head(fit_head(x, y, task="cell_type", threshold=0.6))
     card = bundle.model_card()

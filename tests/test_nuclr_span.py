@@ -125,7 +125,7 @@ def test_relational_channel_changes_embeddings_and_ablations_build():
         config = NuCLRConfig.from_dict({**TINY.to_dict(), **ablation})
         c, m, u, e = _inputs(config, trains, units)
         assert u.shape[-1] == config.num_unit_inputs
-        assert _encoder(config)(c, m, u, e).shape == (1, len(units), config.dim)
+        assert _encoder(config)(c, m, u, e).shape == (1, len(units), config.embedding_dim)
     with pytest.raises(ValueError, match="edges"):
         enc(counts, mask, ui, None)
     with pytest.raises(ValueError, match="unit_inputs"):
@@ -196,7 +196,7 @@ def test_training_and_inference_end_to_end_are_deterministic():
     first = embed_populations(loaded, [pop], num_threads=1)
     second = embed_populations(loaded, [pop], num_threads=1)
     np.testing.assert_array_equal(first.embedding, second.embedding)
-    assert first.embedding.shape == (pop.num_units, TINY.dim) and np.all(first.embedded)
+    assert first.embedding.shape == (pop.num_units, TINY.embedding_dim) and np.all(first.embedded)
     # a silent unit has no embedding; population order does not matter for the others
     silent = SpikeTrainSet(pop.spike_times + [np.array([1.0])], pop.duration)
     third = embed_populations(loaded, [silent], num_threads=1)
@@ -255,3 +255,55 @@ def test_bounded_statistics_cache_gives_the_same_training():
     bounded, h1 = pretrain(_Lazy(corpus), **kwargs)
     unbounded, h2 = pretrain(corpus, **kwargs)
     assert bounded.sha256 == unbounded.sha256 and h1["loss"] == h2["loss"]
+
+
+def test_single_unit_half_is_context_free_and_the_context_half_is_not():
+    """With the single-unit path, a unit's second half is the same whoever it is recorded with."""
+    trains = _population()
+    units = np.arange(trains.num_units)
+    enc = _encoder()
+    full = enc(*_inputs(TINY, trains, units))[0]
+    assert full.shape == (len(units), 2 * TINY.dim)
+    few = np.array([1, 4, 9])
+    alone = enc(*_inputs(TINY, trains, few))[0]
+    half = TINY.dim
+    torch.testing.assert_close(alone[:, half:], full[few, half:], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(alone[:, :half], full[few, :half], rtol=1e-3, atol=1e-4)
+    # the old layout (no single-unit path) keeps one dim-wide vector per unit
+    old = NuCLRConfig.from_dict({**TINY.to_dict(), "single_unit_path": False})
+    assert _encoder(old)(*_inputs(old, trains, units)).shape == (1, len(units), TINY.dim)
+    # a span-context model saved before the field existed loads without the single-unit path
+    saved = {k: v for k, v in TINY.to_dict().items() if k not in ("single_unit_path", "single_path_weight")}
+    assert NuCLRConfig.from_dict(saved).single_unit_path is False
+
+
+def test_single_unit_path_needs_a_context_free_window_path_and_a_valid_weight():
+    with pytest.raises(ValueError, match="spatiotemporal_layers=0"):
+        NuCLRConfig.cpu(spatiotemporal_layers=1)
+    assert NuCLRConfig.cpu(spatiotemporal_layers=1, single_unit_path=False).embedding_dim == 64
+    with pytest.raises(ValueError, match="context='span'"):
+        NuCLRConfig.window(single_unit_path=True)
+    for bad in (-1.0, float("nan"), True, "1"):
+        with pytest.raises(ValueError, match="single_path_weight"):
+            NuCLRConfig.cpu(single_path_weight=bad)
+
+
+def test_single_unit_half_has_its_own_contrastive_term():
+    from spikeinterface_neuronid.methods import nuclr
+
+    trains = _population(duration=60.0)
+    stats = chunk_statistics(trains, TINY.stats_spec).to_cumulative()
+    settings = SpanViewSettings.from_config(TINY, small_view_probability=0.0)
+    batch = collate_view_pairs(
+        [sample_span_pair(np.random.default_rng(s), trains, stats, TINY.window_spec, settings) for s in range(3)]
+    )
+    enc = _encoder()
+    torch.manual_seed(1)
+    proj = build_projector(TINY)
+    losses = {}
+    for weight in (0.0, 1.0, 2.0):
+        config = NuCLRConfig.from_dict({**TINY.to_dict(), "single_path_weight": weight})
+        losses[weight] = float(nuclr.loss(enc, proj, batch, config))
+    single = losses[1.0] - losses[0.0]
+    assert single > 0.1
+    assert losses[2.0] - losses[0.0] == pytest.approx(2 * single, rel=1e-4)

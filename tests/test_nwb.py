@@ -93,7 +93,10 @@ def setup(tmp_path_factory):
     emb = analyzer.compute("neuron_embedding", model=headless).get_data()
     rates = np.array([sorting.get_unit_spike_train(u).size for u in sorting.unit_ids])
     labels = np.where(rates > np.median(rates), "fast", "slow")
-    bundle.add_head(fit_head(emb, labels, "firing", C=0.1, threshold=0.75))  # abstains: "unknown" labels
+    uncalibrated = fit_head(emb, labels, "firing", C=0.1, threshold=0.0, calibration_fraction=0)
+    confidence = uncalibrated.predict_proba(emb).max(axis=1)
+    threshold = float(np.quantile(confidence, 0.25))  # abstains on about a quarter: "unknown" labels
+    bundle.add_head(fit_head(emb, labels, "firing", C=0.1, threshold=threshold, calibration_fraction=0))
     thirds = np.resize(np.array(["x", "y", "z"]), len(emb))
     bundle.add_head(fit_head(emb, thirds, "region", threshold=0.0))  # never abstains (the ndx helper path)
     model = str(bundle.save(folder / "heads.safetensors"))
@@ -148,12 +151,12 @@ def test_export_round_trip_validates_and_leaves_source_untouched(setup, tmp_path
     assert arrays["tasks"]["region"]["label_classes"] == ["x", "y", "z"]
     m = arrays["model"]
     assert m["model_name"] == "test-random" and m["model_checksum"] == ext.params["model_sha256"]
-    assert m["embedding_dim"] == 16 and m["model_version"] == spikeinterface_neuronid.__version__
+    assert m["embedding_dim"] == 32 and m["model_version"] == spikeinterface_neuronid.__version__
     assert "nuclr" in m["method"] and m["inference_date"]
 
     df = read_embeddings_from_nwb(out)
     assert list(df.index) == arrays["unit_ids"]
-    assert list(df.columns) == [f"embedding_{j}" for j in range(16)] + [
+    assert list(df.columns) == [f"embedding_{j}" for j in range(32)] + [
         "firing_label",
         "firing_probability",
         "region_label",
@@ -204,7 +207,7 @@ def test_read_without_the_extension_package(setup, tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     n = analyzer.get_num_units()
-    assert f"({n}, 16) {n}" in res.stdout
+    assert f"({n}, 32) {n}" in res.stdout
 
 
 def test_bad_inputs_write_nothing(setup, tmp_path):

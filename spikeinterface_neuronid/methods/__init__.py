@@ -61,6 +61,11 @@ class MethodConfig:
 
         return WindowSpec(bin_s=self.bin_s, token_bins=self.token_bins, window_tokens=self.window_tokens)
 
+    @property
+    def embedding_dim(self) -> int:
+        """Width of the unit embeddings the encoder returns (``dim`` unless the method says otherwise)."""
+        return self.dim
+
     def to_dict(self) -> dict:
         """JSON-native dict of all fields."""
         return asdict(self)

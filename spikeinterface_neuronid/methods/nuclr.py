@@ -65,7 +65,12 @@ _INPUT_TRANSFORMS = ("counts", "log1p")
 _CONTEXTS = ("span", "window")
 #: Values of the span-context fields that reproduce a model saved before they existed (``context="window"``).
 _LEGACY_WINDOW_FIELDS = dict(
-    context="window", fine_channel=False, relational=False, waveform_channel=False, relational_layers=0
+    context="window",
+    fine_channel=False,
+    relational=False,
+    waveform_channel=False,
+    relational_layers=0,
+    single_unit_path=False,
 )
 
 
@@ -137,6 +142,15 @@ class NuCLRConfig(MethodConfig):
         of the span).
     min_span_spikes : int, default: 3
         (span) A unit takes part in a span (and gets an embedding from it) with at least this many spikes.
+    single_unit_path : bool, default: False
+        (span) Give each unit a context-free vector too (its windows, 1 ms statistics and waveform, none of
+        the population inputs: number of units, spike-triggered population rate, edges) and return
+        ``[population-context vector, single-unit vector]`` (``embedding_dim = 2 * dim``); training gives
+        each half its own contrastive loss (the single-unit one weighted by ``single_path_weight``). Whatever the number
+        of units recorded together, half of the embedding is what the unit alone gives, so a small
+        population cannot dilute it (:meth:`cpu` sets it; needs ``spatiotemporal_layers=0``).
+    single_path_weight : float, default: 1.0
+        (span, ``single_unit_path``) Weight of the single-unit half's contrastive loss.
     """
 
     label = "NuCLR"
@@ -167,6 +181,8 @@ class NuCLRConfig(MethodConfig):
     max_span_s: float = 300.0
     windows_per_view: int = 2
     min_span_spikes: int = 3
+    single_unit_path: bool = False
+    single_path_weight: float = 1.0
 
     def __post_init__(self):
         positive_ints = ("token_bins", "window_tokens", "dim", "num_heads", "ff_mult", "projector_dim")
@@ -201,7 +217,7 @@ class NuCLRConfig(MethodConfig):
     def _check_span_fields(self) -> None:
         if self.context not in _CONTEXTS:
             raise ValueError(f"NuCLRConfig.context must be one of {_CONTEXTS}, got {self.context!r}")
-        for name in ("fine_channel", "relational", "waveform_channel"):
+        for name in ("fine_channel", "relational", "waveform_channel", "single_unit_path"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"NuCLRConfig.{name} must be True or False, got {getattr(self, name)!r}")
         for name, low in (
@@ -228,7 +244,20 @@ class NuCLRConfig(MethodConfig):
                 f"NuCLRConfig needs window length ({self.window_tokens * self.token_bins * self.bin_s:g} s) <= "
                 f"chunk_s ({self.chunk_s:g}) <= max_span_s ({self.max_span_s:g})"
             )
+        if self.single_unit_path and self.spatiotemporal_layers:
+            raise ValueError(
+                "NuCLRConfig.single_unit_path needs spatiotemporal_layers=0 (the windows of the single-unit path "
+                f"must not attend across units), got spatiotemporal_layers={self.spatiotemporal_layers}"
+            )
+        weight = self.single_path_weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"NuCLRConfig.single_path_weight must be a number >= 0, got {weight!r}")
         self.stats_spec  # validates the statistics settings
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width of the unit embeddings: ``2 * dim`` with the single-unit path, else ``dim``."""
+        return 2 * self.dim if self.single_unit_path else self.dim
 
     @property
     def stats_spec(self):
@@ -272,8 +301,9 @@ class NuCLRConfig(MethodConfig):
 
     @classmethod
     def cpu(cls, **overrides: Any) -> "NuCLRConfig":
-        """Span context for a 2-core CPU: dim 64, 4 heads, 1 temporal block, 2 relational blocks, ff_mult 2."""
-        values = dict(spatiotemporal_layers=0)
+        """Span context for a 2-core CPU: dim 64, 4 heads, 1 temporal block, 2 relational blocks, ff_mult 2,
+        with the single-unit path (128-dimensional embeddings)."""
+        values = dict(spatiotemporal_layers=0, single_unit_path=True)
         values.update(overrides)
         return cls(**values)
 
@@ -466,8 +496,10 @@ class NuCLREncoder(nn.Module):
       ``relational``, ``edges`` float32 ``(batch, units, units, config.num_edge_inputs)``
       (:meth:`~spikeinterface_neuronid.spike_stats.ChunkStatistics.inputs`).
 
-    Returns ``(batch, units, dim)``; rows of padded units are zero. The temporal blocks run on the real units
-    only; padding is materialised just for attention across units, where it is masked out.
+    Returns ``(batch, units, config.embedding_dim)``; rows of padded units are zero. The temporal blocks run on
+    the real units only; padding is materialised just for attention across units, where it is masked out. With
+    ``single_unit_path`` the last ``dim`` columns are the unit's context-free vector (windows, 1 ms statistics,
+    waveform) and the first ``dim`` that vector plus the population inputs after the relational blocks.
     """
 
     def __init__(self, config: NuCLRConfig):
@@ -494,7 +526,18 @@ class NuCLREncoder(nn.Module):
                 self.waveform_missing = nn.Parameter(torch.zeros(dim))
             stats = config.num_unit_inputs - (self.num_waveform_inputs + 1 if config.waveform_channel else 0)
             self.num_stats_inputs = stats
-            self.unit_read_in = nn.Sequential(nn.Linear(stats, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+            # with the single-unit path, unit_read_in sees the unit's own statistics only; the population
+            # columns (log number of units, then the spike-triggered population rate) go to context_read_in
+            own = stats
+            if config.single_unit_path:
+                from ..spike_stats import num_unit_features
+
+                own = num_unit_features(config.stats_spec, relational=False) - 1
+                self.context_read_in = nn.Sequential(
+                    nn.Linear(stats - own, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)
+                )
+            self.num_own_inputs = own
+            self.unit_read_in = nn.Sequential(nn.Linear(own, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
             edge_dim = config.edge_dim if config.relational else None
             if config.relational:
                 self.edge_encoder = EdgeEncoder(config.num_edge_inputs, config.edge_dim)
@@ -554,17 +597,22 @@ class NuCLREncoder(nn.Module):
         per_window = counts.reshape(batch, width, k, window_bins).transpose(1, 2).reshape(batch * k, width, window_bins)
         x = self._windows(per_window, unit_mask.repeat_interleave(k, dim=0)).view(batch, k, width, cfg.dim).mean(1)
         unit_inputs = unit_inputs.float()
-        x = x + self.unit_read_in(unit_inputs[..., : self.num_stats_inputs])
+        x = x + self.unit_read_in(unit_inputs[..., : self.num_own_inputs])
         if cfg.waveform_channel:
             wave = unit_inputs[..., self.num_stats_inputs : self.num_stats_inputs + self.num_waveform_inputs]
             present = unit_inputs[..., -1:] > 0.5
             x = x + torch.where(present, self.waveform_read_in(wave), self.waveform_missing)
+        single = x
+        if cfg.single_unit_path:
+            x = x + self.context_read_in(unit_inputs[..., self.num_own_inputs : self.num_stats_inputs])
         encoded = None
         if cfg.relational:
             encoded = self.edge_encoder(edges.float())
             x = x + self.edge_pooling(encoded, unit_mask)
         for block in self.relational_blocks:
             x = block(x, unit_mask, encoded)
+        if cfg.single_unit_path:
+            x = torch.cat((x, single), dim=-1)
         return x * unit_mask[..., None]
 
 
@@ -573,14 +621,36 @@ def build_encoder(config: NuCLRConfig) -> NuCLREncoder:
     return NuCLREncoder(config)
 
 
-def build_projector(config: NuCLRConfig) -> nn.Module:
-    """Training projector: ``LayerNorm -> Linear -> ReLU -> Linear`` (``dim -> projector_dim -> projector_dim``)."""
+def _mlp_projector(width: int, projector_dim: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.LayerNorm(config.dim),
-        nn.Linear(config.dim, config.projector_dim),
-        nn.ReLU(),
-        nn.Linear(config.projector_dim, config.projector_dim),
+        nn.LayerNorm(width), nn.Linear(width, projector_dim), nn.ReLU(), nn.Linear(projector_dim, projector_dim)
     )
+
+
+class TwoPathProjector(nn.Module):
+    """Projector of a single-unit-path encoder: ``context`` projects the population-context half of the
+    embedding, ``single`` the single-unit half; the outputs are concatenated (``(..., 2 * projector_dim)``).
+
+    Each half has its own contrastive loss. A loss over the whole embedding instead lets the context half
+    lean on the single-unit half to match a unit's two views, and its brain-region information fell (hard
+    region macro-F1 0.957 -> 0.919, varied 0.889 -> 0.807 on the benchmark animals)."""
+
+    def __init__(self, config: NuCLRConfig):
+        super().__init__()
+        self.dim = config.dim
+        self.context = _mlp_projector(config.dim, config.projector_dim)
+        self.single = _mlp_projector(config.dim, config.projector_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat((self.context(x[..., : self.dim]), self.single(x[..., self.dim :])), dim=-1)
+
+
+def build_projector(config: NuCLRConfig) -> nn.Module:
+    """Training projector: ``LayerNorm -> Linear -> ReLU -> Linear`` (``embedding_dim -> projector_dim ->
+    projector_dim``); with the single-unit path a :class:`TwoPathProjector`."""
+    if config.single_unit_path:
+        return TwoPathProjector(config)
+    return _mlp_projector(config.dim, config.projector_dim)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -697,12 +767,14 @@ def loss(encoder: nn.Module, projector: nn.Module, batch: ViewBatch, config: NuC
             extra["edges"] = torch.cat((_pad_edges(batch.edges1, width), _pad_edges(batch.edges2, width)))
     z = projector(encoder(counts, mask, **extra))
     size = batch.batch_size
-    return contrastive_loss(
-        z[:size],
-        mask[:size],
-        _pad_units(batch.units1, width, -1),
-        z[size:],
-        mask[size:],
-        _pad_units(batch.units2, width, -1),
-        temperature=config.temperature,
-    )
+    units1, units2 = _pad_units(batch.units1, width, -1), _pad_units(batch.units2, width, -1)
+
+    def view_loss(z: Tensor) -> Tensor:
+        return contrastive_loss(
+            z[:size], mask[:size], units1, z[size:], mask[size:], units2, temperature=config.temperature
+        )
+
+    if not config.single_unit_path:
+        return view_loss(z)
+    context, single = z.split(config.projector_dim, dim=-1)
+    return view_loss(context) + config.single_path_weight * view_loss(single)
