@@ -1686,6 +1686,38 @@ def _models_record(specs: Sequence[MethodSpec]) -> list[dict]:
     return models
 
 
+def _machine() -> dict:
+    """Platform and library versions recorded with a run."""
+    import sklearn
+    import torch
+
+    return dict(
+        platform=platform.platform(),
+        cpu_count=os.cpu_count(),
+        python=platform.python_version(),
+        torch=torch.__version__,
+        numpy=np.__version__,
+        sklearn=sklearn.__version__,
+    )
+
+
+def _write_outputs(out: Path, run: "_Run", result: dict) -> None:
+    """Write ``predictions.json``, ``results.json`` and ``results.md`` of a run (each atomically)."""
+    from ._io import atomic_path, write_json
+
+    with atomic_path(out / "predictions.json") as tmp:
+        tmp.write_text(json.dumps(run.predictions_record(), separators=(",", ":")) + "\n")
+    write_json(out / "results.json", result)
+    with atomic_path(out / "results.md") as tmp:
+        tmp.write_text(_markdown(result))
+
+
+def _raise_on_failed_checks(checks: dict, out: Path) -> None:
+    failed = [k for k, v in checks.items() if not v]
+    if failed:
+        raise RuntimeError(f"protocol checks failed: {failed}; see {out / 'results.json'} (ledger)")
+
+
 def run_benchmark(
     output_dir: str | Path,
     settings: BenchmarkSettings = FULL,
@@ -1725,8 +1757,6 @@ def run_benchmark(
         a protocol check fails (the outputs are still written, with the failed check).
     """
     import torch
-
-    from ._io import atomic_path, write_json
 
     log = log or (lambda _msg: None)
     t_start = time.perf_counter()
@@ -1768,19 +1798,10 @@ def run_benchmark(
     speed_summary = _speed_summary(run.speed, [sp.name for sp in specs])
     checks = check_protocol(run.ledger, run.probes)
     checks["fixed_models_never_saw_benchmark_animals"] = True  # checked before the run (it raises otherwise)
-    import sklearn
-
     result = dict(
         command=command if command is not None else " ".join(["neuronid", *sys.argv[1:]]),
         date=time.strftime("%Y-%m-%d"),
-        machine=dict(
-            platform=platform.platform(),
-            cpu_count=os.cpu_count(),
-            python=platform.python_version(),
-            torch=torch.__version__,
-            numpy=np.__version__,
-            sklearn=sklearn.__version__,
-        ),
+        machine=_machine(),
         settings=asdict(settings),
         methods=[
             dict(name=sp.name, kind=sp.kind, description=sp.description, baseline=is_baseline(sp.name)) for sp in specs
@@ -1801,15 +1822,9 @@ def run_benchmark(
     )
     result["figures"] = _figures(run, result, out)
     result["elapsed_s"] = time.perf_counter() - t_start
-    with atomic_path(out / "predictions.json") as tmp:
-        tmp.write_text(json.dumps(run.predictions_record(), separators=(",", ":")) + "\n")
-    write_json(out / "results.json", result)
-    with atomic_path(out / "results.md") as tmp:
-        tmp.write_text(_markdown(result))
+    _write_outputs(out, run, result)
     log(f"benchmark finished in {result['elapsed_s'] / 60:.1f} min; results in {out}")
-    failed = [k for k, v in checks.items() if not v]
-    if failed:
-        raise RuntimeError(f"protocol checks failed: {failed}; see {out / 'results.json'} (ledger)")
+    _raise_on_failed_checks(checks, out)
     return result
 
 
@@ -1952,7 +1967,6 @@ def rerun_benchmark(
     """
     import torch
 
-    from ._io import atomic_path, write_json
     from .inference import resolve_model
 
     log = log or (lambda _msg: None)
@@ -2066,8 +2080,6 @@ def rerun_benchmark(
         for entry in (new_models if name in rerun else previous.get("models", []))
         if entry["method"] == name
     ]
-    import sklearn
-
     result = dict(
         previous,
         methods=methods_record,
@@ -2089,14 +2101,7 @@ def rerun_benchmark(
         date=time.strftime("%Y-%m-%d"),
         methods=rerun,
         models=new_models,
-        machine=dict(
-            platform=platform.platform(),
-            cpu_count=os.cpu_count(),
-            python=platform.python_version(),
-            torch=torch.__version__,
-            numpy=np.__version__,
-            sklearn=sklearn.__version__,
-        ),
+        machine=_machine(),
         kept_rows_checked=checked,
         kept_rows_differ=differ,
         elapsed_s=0.0,
@@ -2104,15 +2109,9 @@ def rerun_benchmark(
     result["reruns"] = list(previous.get("reruns", [])) + [provenance]
     result["figures"] = _figures(run, result, out)
     provenance["elapsed_s"] = time.perf_counter() - t_start
-    with atomic_path(out / "predictions.json") as tmp:
-        tmp.write_text(json.dumps(run.predictions_record(), separators=(",", ":")) + "\n")
-    write_json(out / "results.json", result)
-    with atomic_path(out / "results.md") as tmp:
-        tmp.write_text(_markdown(result))
+    _write_outputs(out, run, result)
     log(f"re-run of {rerun} finished in {provenance['elapsed_s'] / 60:.1f} min; merged results in {out}")
-    failed = [k for k, v in checks.items() if not v]
-    if failed:
-        raise RuntimeError(f"protocol checks failed: {failed}; see {out / 'results.json'} (ledger)")
+    _raise_on_failed_checks(checks, out)
     if differ:
         raise RuntimeError(
             f"the current code no longer reproduces these kept rows (first test animal, IZS): {differ}; the merged "

@@ -1,10 +1,13 @@
 """Shared test helpers: small generated analyzers."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import spikeinterface.core as si
 import torch
 
+from spikeinterface_neuronid.benchmark import QUICK
 from spikeinterface_neuronid.bundle import ModelBundle
 from spikeinterface_neuronid.methods.nuclr import NuCLRConfig, build_encoder
 
@@ -34,3 +37,17 @@ def model_path(tmp_path_factory):
     config = NuCLRConfig.cpu(dim=16, num_heads=2, projector_dim=16)
     bundle = ModelBundle.from_modules("nuclr", config, build_encoder(config), name="test-random")
     return str(bundle.save(tmp_path_factory.mktemp("model") / "tiny.safetensors"))
+
+
+#: Benchmark settings small enough for a test run: one preset, 3 animals x 30 neurons x 40 s.
+TINY_BENCHMARK = replace(
+    QUICK,
+    presets=("easy",),
+    num_animals=3,
+    num_neurons=30,
+    duration_s=40.0,
+    transductive_seeds=(0, 1),
+    label_fractions=(0.5, 1.0),
+    bootstrap_resamples=100,
+    num_threads=1,
+)

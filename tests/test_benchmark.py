@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from conftest import TINY_BENCHMARK
 
 from spikeinterface_neuronid.baselines.features import SingleUnitFeatures
 from spikeinterface_neuronid.benchmark import (
@@ -33,17 +34,7 @@ from spikeinterface_neuronid.benchmark import (
     verdicts,
 )
 
-TINY = replace(
-    QUICK,
-    presets=("easy",),
-    num_animals=3,
-    num_neurons=30,
-    duration_s=40.0,
-    transductive_seeds=(0, 1),
-    label_fractions=(0.5, 1.0),
-    bootstrap_resamples=100,
-    num_threads=1,
-)
+TINY = TINY_BENCHMARK
 
 
 @pytest.fixture(scope="module")

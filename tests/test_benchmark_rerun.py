@@ -10,19 +10,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import TINY_BENCHMARK
 
 from spikeinterface_neuronid.benchmark import PRODUCT, QUICK, TASKS, rerun_benchmark, run_benchmark
 
 TINY = replace(
-    QUICK,
-    presets=("easy",),
-    num_animals=3,
-    num_neurons=30,
-    duration_s=40.0,
-    transductive_seeds=(0, 1),
-    label_fractions=(0.5, 1.0),
-    bootstrap_resamples=100,
-    num_threads=1,
+    TINY_BENCHMARK,
     methods=(PRODUCT, "pairwise correlations", "LOLCAT"),
     baseline_steps=dict(lolcat=3),
 )
