@@ -131,6 +131,17 @@ def _continuation(continued_from: dict | None) -> str:
     return text + f", which had trained {before} steps before: {before + continued_from['steps']} steps in all"
 
 
+def _growth(grown_from: dict | None) -> str:
+    """The card's words for a run that trained the single-unit tower onto a frozen model (``--grow-from``)."""
+    if not grown_from:
+        return ""
+    how = f", {grown_from['steps']:,} steps: `{grown_from['command']}`" if grown_from.get("steps") else ""
+    return (
+        f"; only the single-unit tower was trained, onto the population-context model `{grown_from['name']}` "
+        f"(`{grown_from['sha256'][:12]}…`{how}), whose weights were kept fixed"
+    )
+
+
 def _architecture(bundle) -> str:
     cfg = bundle.config
     if getattr(cfg, "context", "window") != "span":
@@ -172,6 +183,7 @@ def model_card(
     eval_animals,
     validation_animals,
     continued_from: dict | None = None,
+    grown_from: dict | None = None,
 ) -> str:
     """The markdown model card of the default model."""
     prov = bundle.provenance
@@ -200,7 +212,7 @@ def model_card(
   only: no label was read.
 - **Training:** {training.get("steps", "?")} steps, batch {training.get("batch_size", "?")} view pairs of up to
   {training.get("max_units", "?")} units, seed {training.get("seed", "?")}; {selected};
-  {seconds / 60:.0f} min on a 2-core CPU (simulation included){_continuation(continued_from)}.
+  {seconds / 60:.0f} min on a 2-core CPU (simulation included){_continuation(continued_from)}{_growth(grown_from)}.
 - **Reproduce:** `{command.strip()}`
 
 ## Measured zero-shot scores
@@ -250,6 +262,7 @@ def write_card(out: Path, eval_animals, validation_animals) -> None:
         eval_animals,
         validation_animals,
         saved.get("continued_from"),
+        saved.get("grown_from"),
     )
     with atomic_path(out / "MODEL_CARD.md") as tmp:
         tmp.write_text(text)

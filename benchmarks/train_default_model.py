@@ -3,6 +3,7 @@
     python benchmarks/train_default_model.py              # the shipped model, with its model card
     python benchmarks/train_default_model.py --ablations  # the ablation models of the benchmark (benchmarks/models/)
     python benchmarks/train_default_model.py --card-only  # rewrite MODEL_CARD.md from the shipped files
+    python benchmarks/train_default_model.py --grow-from MODEL --steps 1000  # train only a single-unit tower onto MODEL
 
 1. Simulates the pretraining corpus: :data:`PRETRAIN_ANIMALS` animals of every simulator preset (``easy``,
    ``hard``, ``varied``), one 600 s session each, with population sizes cycling through
@@ -20,6 +21,10 @@
    fourth), fits the ``firing_type`` head (:func:`fit_default_head.add_firing_type_head`) and writes
    ``neuronid-default.safetensors``, ``default_model_scores.json``, ``MODEL_CARD.md`` and
    ``benchmarks/results/calibration.json`` (atomically).
+
+With ``--grow-from MODEL`` (a model without the single-unit path) step 2 keeps MODEL's weights fixed and trains
+only the single-unit tower of ``NuCLRConfig.cpu()`` (``pretrain(..., freeze_init=True)``); the card records MODEL
+and, from the ``default_model_scores.json`` next to it, how MODEL was trained.
 
 With ``--ablations`` it instead trains, on the same corpus with the same seed and ``--ablation-steps`` steps
 each, the full design and the ablations :data:`ABLATIONS` (no relational channel; no spatial blocks at all;
@@ -161,14 +166,18 @@ def train(corpus, provenance, config, steps, args, name, checkpoint, score):
     from spikeinterface_neuronid.bundle import ModelBundle
     from spikeinterface_neuronid.training import pretrain
 
-    init = None
+    init, grow = None, False
     if args.resume and Path(checkpoint).is_file():
         init = ModelBundle.load(checkpoint)
         print(f"resuming from {checkpoint} ({init.sha256[:12]}…)", flush=True)
+    elif args.grow_from:
+        init, grow = ModelBundle.load(args.grow_from), True
+        print(f"training the single-unit tower onto the frozen {init.name} ({init.sha256[:12]}…)", flush=True)
     return pretrain(
         corpus,
-        config=None if init is not None else config,
+        config=config if init is None or grow else None,
         init=init,
+        freeze_init=grow,
         steps=steps,
         batch_size=args.batch_size,
         max_units=args.max_units,
@@ -196,6 +205,24 @@ def _continued_from(bundle, args) -> dict | None:
         command=args.resumed_command,
         steps=args.steps,
     )
+
+
+def _grown_from(args) -> dict | None:
+    """Provenance of a ``--grow-from`` run: the frozen model and, from its scores file, how it was trained."""
+    if not args.grow_from:
+        return None
+    from spikeinterface_neuronid.bundle import ModelBundle
+
+    init = ModelBundle.load(args.grow_from)
+    grown = dict(name=init.name, sha256=init.sha256, steps=None, command=None)
+    scores = Path(args.grow_from).with_name("default_model_scores.json")
+    if scores.is_file():
+        saved = json.loads(scores.read_text())
+        if saved.get("sha256") == init.sha256:
+            before = (saved.get("continued_from") or {}).get("steps_before") or 0
+            steps = init.provenance.get("training", {}).get("steps")
+            grown.update(steps=None if steps is None else before + steps, command=saved.get("command"))
+    return grown
 
 
 def write_card(out: Path) -> None:
@@ -232,6 +259,11 @@ def main() -> None:
         "--resumed-command",
         default="python benchmarks/train_default_model.py",
         help="with --resume: the command that wrote the checkpoint (recorded in the model card)",
+    )
+    parser.add_argument(
+        "--grow-from",
+        default=None,
+        help="a model without the single-unit path: keep its weights fixed and train only the single-unit tower",
     )
     parser.add_argument("--output-dir", default=str(MODEL_DIR))
     parser.add_argument("--ablations", action="store_true", help="train the benchmark's ablation models instead")
@@ -294,6 +326,7 @@ def main() -> None:
             print(f"wrote {path} in {(time.perf_counter() - t1) / 60:.1f} min", flush=True)
         return
 
+    grown_from = _grown_from(args)  # read before the run replaces the files it describes
     bundle, history = train(
         corpus, provenance, NuCLRConfig.cpu(), args.steps, args, "neuronid-default-v3", args.checkpoint, score
     )
@@ -326,6 +359,7 @@ def main() -> None:
             checkpoint_selection=selection,
             firing_type_head=head_info,
             continued_from=_continued_from(bundle, args),
+            grown_from=grown_from,
         ),
     )
     write_card(out)

@@ -241,6 +241,9 @@ class ModelBundle:
             if self.projector_state_dict is not None:
                 _check_state("projector", module.build_projector(config).state_dict(), self.projector_state_dict)
         self._sha256: str | None = None
+        #: The checksum written in the header of the file this bundle was loaded from (verified on load with
+        #: its format version's definition; for files of format 1-2 it differs from :attr:`sha256`), else None.
+        self.stored_sha256: str | None = None
         self._encoder: nn.Module | None = None
         self._heads: dict[str, LinearHead] = {}
         for head in heads or ():
@@ -303,13 +306,13 @@ class ModelBundle:
         if head.task in self._heads and not overwrite:
             raise ValueError(f"the model already has a head for task '{head.task}'; pass overwrite=True to replace it")
         self._heads[head.task] = head
-        self._sha256 = None
+        self._sha256 = self.stored_sha256 = None
 
     def remove_head(self, task: str) -> LinearHead:
         """Remove and return the head of ``task`` (KeyError if there is none)."""
         if task not in self._heads:
             raise KeyError(f"the model has no head for task {task!r}; it has {sorted(self._heads)}")
-        self._sha256 = None
+        self._sha256 = self.stored_sha256 = None
         return self._heads.pop(task)
 
     def _heads_metadata(self) -> dict:
@@ -641,6 +644,7 @@ class ModelBundle:
             raise ValueError(f"{path}: {err}") from None
         if version >= 3:
             bundle._sha256 = actual
+        bundle.stored_sha256 = actual
         return bundle
 
 

@@ -435,6 +435,7 @@ def pretrain(
     shard_global_batch: bool | None = None,
     mixed_precision: bool | None = None,
     resume_from: str | os.PathLike | None = None,
+    freeze_init: bool = False,
 ) -> tuple[ModelBundle, dict]:
     """Self-supervised training of an embedding model on a corpus of populations.
 
@@ -513,6 +514,10 @@ def pretrain(
         Run the encoder and projector under bf16 autocast (the contrastive loss, the weights and AdamW stay
         float32). None: on when ``device`` is CUDA and the GPU supports bf16, off on CPU; True needs a CUDA
         device; False trains in float32 everywhere.
+    freeze_init : bool, default: False
+        Grow ``init`` instead of fine-tuning it: ``config`` may add modules that ``init`` lacks (for NuCLR, the
+        single-unit tower of ``single_unit_path``); the weights that come from ``init`` stay fixed and only the
+        new ones are trained. Without it every weight of ``init`` must fit ``config`` and all are trained.
     resume_from : str | PathLike | None, default: None
         Continue a run from a checkpoint written with ``checkpoint_path`` (that path, or its
         ``.state.safetensors`` file): the weights, AdamW state, step, sampler and torch RNG states, history
@@ -563,6 +568,8 @@ def pretrain(
             raise ValueError(f"{label} must be >= 1, got {value}")
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+    if freeze_init and init is None:
+        raise ValueError("freeze_init=True needs an init model to grow: pass init=ModelBundle.load(...)")
     if not 0.0 < min_keep <= 1.0:
         raise ValueError(f"min_keep must be in (0, 1], got {min_keep}")
     for label, value in (("shard_global_batch", shard_global_batch), ("mixed_precision", mixed_precision)):
@@ -623,6 +630,7 @@ def pretrain(
         mixed_precision=autocast,
         num_sessions=len(corpus),
         init=None if init is None else init.sha256,
+        freeze_init=bool(freeze_init),
     )
     resumed = None
     if resume_from is not None:
@@ -646,7 +654,7 @@ def pretrain(
             encoder = module.build_encoder(config)
             projector = module.build_projector(config)
             if init is not None:
-                _load_init(init, config, encoder, projector)
+                _load_init(init, config, encoder, projector, module, freeze=bool(freeze_init))
             # dropout stream of this rank, independent of the initialisation
             torch.manual_seed(int(np.random.SeedSequence([int(seed), rank, 1]).generate_state(1)[0]))
             objective = _Objective(
@@ -794,6 +802,7 @@ def pretrain(
         device=str(device),
         num_sessions=len(corpus),
         init=None if init is None else dict(name=init.name, sha256=init.sha256),
+        **(dict(freeze_init=True) if freeze_init else {}),
         selected_checkpoint=None if best is None else dict(step=best["step"], score=best["score"]),
         loss_first=float(losses[:tail].mean()),
         loss_last=float(losses[-tail:].mean()),
@@ -916,14 +925,37 @@ def _resume(state: dict, encoder: nn.Module, projector: nn.Module, optimizer, rn
     return int(state["step"])
 
 
-def _load_init(init: ModelBundle, config, encoder: nn.Module, projector: nn.Module) -> None:
-    """Copy ``init``'s weights into freshly built modules; a config that changes shapes is an error."""
+def _load_init(
+    init: ModelBundle, config, encoder: nn.Module, projector: nn.Module, module, freeze: bool = False
+) -> None:
+    """Copy ``init``'s weights into freshly built modules; a config that changes shapes is an error.
+
+    With ``freeze`` the modules may also hold parameters that ``init`` lacks (the method's ``grow_init_state``
+    maps init's names onto the grown modules); init's parameters are then fixed (``requires_grad=False``)."""
+    encoder_state, projector_state = init.state_dict, init.projector_state_dict
+    grow = getattr(module, "grow_init_state", None)
+    if freeze and grow is not None:
+        encoder_state, projector_state = grow(init.config, config, encoder_state, projector_state)
+    loaded = []
     try:
-        encoder.load_state_dict(init.state_dict)
-        if init.projector_state_dict is not None:
-            projector.load_state_dict(init.projector_state_dict)
+        for target, state in ((encoder, encoder_state), (projector, projector_state)):
+            if state is None:
+                continue
+            missing, unexpected = target.load_state_dict(state, strict=not freeze)
+            if unexpected or (missing and not freeze):
+                raise RuntimeError(f"unexpected keys {sorted(unexpected)}, missing keys {sorted(missing)}")
+            loaded.append((target, set(state)))
     except RuntimeError as err:
         raise ValueError(f"the config does not fit the weights of init model {init.name!r}: {err}") from None
+    if freeze:
+        for target, names in loaded:
+            for name, param in target.named_parameters():
+                if name in names:
+                    param.requires_grad_(False)
+        if not any(p.requires_grad for m in (encoder, projector) for p in m.parameters()):
+            raise ValueError(
+                f"freeze_init=True but config adds no module to init model {init.name!r}: nothing would be trained"
+            )
 
 
 def fine_tune(

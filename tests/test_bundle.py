@@ -200,6 +200,9 @@ def test_format_2_files_still_load_with_the_current_identity(bundle, tmp_path):
     _write(path, tensors, old)
     loaded = ModelBundle.load(path)
     assert loaded.sha256 == bundle.sha256  # same content, same identity as the format 3 file
+    # the checksum it was recorded with (benchmark results, scores files) stays readable
+    assert loaded.stored_sha256 == old["sha256"] != loaded.sha256
+    assert ModelBundle.load(bundle.save(tmp_path / "new.safetensors")).stored_sha256 == bundle.sha256
     old["config"] = {**old["config"], "bin_s": old["config"]["bin_s"] * 2}
     _write(path, tensors, old)
     edited = ModelBundle.load(path)  # format 1 cannot detect the edit, but the identity shows it

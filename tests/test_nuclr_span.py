@@ -307,3 +307,46 @@ def test_single_unit_half_has_its_own_contrastive_term():
     single = losses[1.0] - losses[0.0]
     assert single > 0.1
     assert losses[2.0] - losses[0.0] == pytest.approx(2 * single, rel=1e-4)
+
+
+def test_the_single_unit_loss_does_not_train_the_context_tower():
+    """The single-unit tower reads the window features detached: its loss leaves the context tower's weights alone."""
+    from spikeinterface_neuronid.methods import nuclr
+
+    trains = _population(duration=60.0)
+    stats = chunk_statistics(trains, TINY.stats_spec).to_cumulative()
+    settings = SpanViewSettings.from_config(TINY, small_view_probability=0.0)
+    batch = collate_view_pairs(
+        [sample_span_pair(np.random.default_rng(s), trains, stats, TINY.window_spec, settings) for s in range(2)]
+    )
+    enc = _encoder()
+    proj = build_projector(TINY)
+    context_only = NuCLRConfig.from_dict({**TINY.to_dict(), "single_path_weight": 0.0})
+    single_only = (nuclr.loss(enc, proj, batch, TINY) - nuclr.loss(enc, proj, batch, context_only)).sum()
+    single_only.backward()
+    for name, param in enc.named_parameters():
+        tower = name.startswith(("single_read_in", "single_waveform"))
+        touched = param.grad is not None and bool(param.grad.abs().sum() > 0)
+        assert touched == tower or (tower and name == "single_waveform_missing"), name
+
+
+def test_a_single_unit_tower_grows_onto_a_frozen_model():
+    """pretrain(init=..., freeze_init=True) trains only the new tower: the context half stays the init embedding."""
+    old = NuCLRConfig.from_dict({**TINY.to_dict(), "single_unit_path": False})
+    corpus = [_population(duration=60.0, seed=s) for s in range(2)]
+    kwargs = dict(steps=3, batch_size=2, warmup_steps=1, progress_bar=False, num_threads=1, seed=0)
+    base, _ = pretrain(corpus, config=old, **kwargs)
+    grown, history = pretrain(corpus, config=TINY, init=base, freeze_init=True, **kwargs)
+    assert grown.provenance["training"]["freeze_init"] is True
+    before = embed_populations(base, corpus[:1], progress_bar=False).embedding
+    after = embed_populations(grown, corpus[:1], progress_bar=False).embedding
+    assert after.shape == (before.shape[0], 2 * TINY.dim)
+    np.testing.assert_array_equal(after[:, : TINY.dim], before)
+    assert np.abs(after[:, TINY.dim :]).sum() > 0
+    # the grown projector's context half is the init projector
+    for name, value in base.projector_state_dict.items():
+        torch.testing.assert_close(grown.projector_state_dict[f"context.{name}"], value)
+    with pytest.raises(ValueError, match="freeze_init=True needs an init model"):
+        pretrain(corpus, config=TINY, freeze_init=True, **kwargs)
+    with pytest.raises(ValueError, match="adds no module"):
+        pretrain(corpus, config=old, init=base, freeze_init=True, **kwargs)

@@ -55,6 +55,7 @@ __all__ = [
     "NuCLREncoder",
     "build_encoder",
     "build_projector",
+    "grow_init_state",
     "contrastive_loss",
     "loss",
 ]
@@ -143,12 +144,13 @@ class NuCLRConfig(MethodConfig):
     min_span_spikes : int, default: 3
         (span) A unit takes part in a span (and gets an embedding from it) with at least this many spikes.
     single_unit_path : bool, default: False
-        (span) Give each unit a context-free vector too (its windows, 1 ms statistics and waveform, none of
-        the population inputs: number of units, spike-triggered population rate, edges) and return
-        ``[population-context vector, single-unit vector]`` (``embedding_dim = 2 * dim``); training gives
-        each half its own contrastive loss (the single-unit one weighted by ``single_path_weight``). Whatever the number
-        of units recorded together, half of the embedding is what the unit alone gives, so a small
-        population cannot dilute it (:meth:`cpu` sets it; needs ``spatiotemporal_layers=0``).
+        (span) Add a single-unit tower and return ``[population-context vector, single-unit vector]``
+        (``embedding_dim = 2 * dim``). The tower sums the unit's window features (detached: its loss does
+        not train the window encoder) and its own encoders of the unit's 1 ms statistics and waveform; it sees
+        none of the population inputs (number of units, spike-triggered population rate, edges). Training
+        gives each half its own contrastive loss (the single-unit one weighted by ``single_path_weight``).
+        Whatever the number of units recorded together, half of the embedding is what the unit alone gives,
+        so a small population cannot dilute it (:meth:`cpu` sets it; needs ``spatiotemporal_layers=0``).
     single_path_weight : float, default: 1.0
         (span, ``single_unit_path``) Weight of the single-unit half's contrastive loss.
     """
@@ -498,8 +500,8 @@ class NuCLREncoder(nn.Module):
 
     Returns ``(batch, units, config.embedding_dim)``; rows of padded units are zero. The temporal blocks run on
     the real units only; padding is materialised just for attention across units, where it is masked out. With
-    ``single_unit_path`` the last ``dim`` columns are the unit's context-free vector (windows, 1 ms statistics,
-    waveform) and the first ``dim`` that vector plus the population inputs after the relational blocks.
+    ``single_unit_path`` the last ``dim`` columns are the single-unit tower's context-free vector (window
+    features, 1 ms statistics, waveform) and the first ``dim`` the population-context vector.
     """
 
     def __init__(self, config: NuCLRConfig):
@@ -526,18 +528,21 @@ class NuCLREncoder(nn.Module):
                 self.waveform_missing = nn.Parameter(torch.zeros(dim))
             stats = config.num_unit_inputs - (self.num_waveform_inputs + 1 if config.waveform_channel else 0)
             self.num_stats_inputs = stats
-            # with the single-unit path, unit_read_in sees the unit's own statistics only; the population
-            # columns (log number of units, then the spike-triggered population rate) go to context_read_in
-            own = stats
+            self.unit_read_in = nn.Sequential(nn.Linear(stats, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
             if config.single_unit_path:
+                # the single-unit tower reads the unit's own statistics (the population columns, log number of
+                # units and spike-triggered population rate, come after them) and its own waveform encoder
                 from ..spike_stats import num_unit_features
 
-                own = num_unit_features(config.stats_spec, relational=False) - 1
-                self.context_read_in = nn.Sequential(
-                    nn.Linear(stats - own, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)
+                self.num_own_inputs = num_unit_features(config.stats_spec, relational=False) - 1
+                self.single_read_in = nn.Sequential(
+                    nn.Linear(self.num_own_inputs, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)
                 )
-            self.num_own_inputs = own
-            self.unit_read_in = nn.Sequential(nn.Linear(own, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+                if config.waveform_channel:
+                    self.single_waveform_read_in = nn.Sequential(
+                        nn.Linear(self.num_waveform_inputs, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)
+                    )
+                    self.single_waveform_missing = nn.Parameter(torch.zeros(dim))
             edge_dim = config.edge_dim if config.relational else None
             if config.relational:
                 self.edge_encoder = EdgeEncoder(config.num_edge_inputs, config.edge_dim)
@@ -595,16 +600,14 @@ class NuCLREncoder(nn.Module):
             raise ValueError(f"edges must have shape {(batch, width, width, lags)}, got {got}")
         k = bins // window_bins
         per_window = counts.reshape(batch, width, k, window_bins).transpose(1, 2).reshape(batch * k, width, window_bins)
-        x = self._windows(per_window, unit_mask.repeat_interleave(k, dim=0)).view(batch, k, width, cfg.dim).mean(1)
+        windows = self._windows(per_window, unit_mask.repeat_interleave(k, dim=0)).view(batch, k, width, cfg.dim)
+        windows = windows.mean(1)
         unit_inputs = unit_inputs.float()
-        x = x + self.unit_read_in(unit_inputs[..., : self.num_own_inputs])
+        x = windows + self.unit_read_in(unit_inputs[..., : self.num_stats_inputs])
         if cfg.waveform_channel:
             wave = unit_inputs[..., self.num_stats_inputs : self.num_stats_inputs + self.num_waveform_inputs]
             present = unit_inputs[..., -1:] > 0.5
             x = x + torch.where(present, self.waveform_read_in(wave), self.waveform_missing)
-        single = x
-        if cfg.single_unit_path:
-            x = x + self.context_read_in(unit_inputs[..., self.num_own_inputs : self.num_stats_inputs])
         encoded = None
         if cfg.relational:
             encoded = self.edge_encoder(edges.float())
@@ -612,6 +615,10 @@ class NuCLREncoder(nn.Module):
         for block in self.relational_blocks:
             x = block(x, unit_mask, encoded)
         if cfg.single_unit_path:
+            # detached: the single-unit loss must not reshape the window encoder the context tower relies on
+            single = windows.detach() + self.single_read_in(unit_inputs[..., : self.num_own_inputs])
+            if cfg.waveform_channel:
+                single = single + torch.where(present, self.single_waveform_read_in(wave), self.single_waveform_missing)
             x = torch.cat((x, single), dim=-1)
         return x * unit_mask[..., None]
 
@@ -631,9 +638,8 @@ class TwoPathProjector(nn.Module):
     """Projector of a single-unit-path encoder: ``context`` projects the population-context half of the
     embedding, ``single`` the single-unit half; the outputs are concatenated (``(..., 2 * projector_dim)``).
 
-    Each half has its own contrastive loss. A loss over the whole embedding instead lets the context half
-    lean on the single-unit half to match a unit's two views, and its brain-region information fell (hard
-    region macro-F1 0.957 -> 0.919, varied 0.889 -> 0.807 on the benchmark animals)."""
+    Each half has its own contrastive loss (see ``benchmarks/results/single_unit_path_trial.txt`` for the
+    designs that shared the window encoder's training between the halves, and lost brain-region accuracy)."""
 
     def __init__(self, config: NuCLRConfig):
         super().__init__()
@@ -643,6 +649,19 @@ class TwoPathProjector(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.cat((self.context(x[..., : self.dim]), self.single(x[..., self.dim :])), dim=-1)
+
+
+def grow_init_state(
+    init_config: NuCLRConfig, config: NuCLRConfig, encoder_state: dict, projector_state: dict | None
+) -> tuple[dict, dict | None]:
+    """Weights of a model without the single-unit path, named for the same model with it.
+
+    The encoder's names are unchanged (the tower adds modules); the projector becomes the ``context`` half of
+    a :class:`TwoPathProjector`. Used by ``pretrain(init=..., freeze_init=True)`` to train a single-unit tower
+    onto a trained population-context model."""
+    if config.single_unit_path and not init_config.single_unit_path and projector_state is not None:
+        projector_state = {f"context.{name}": value for name, value in projector_state.items()}
+    return encoder_state, projector_state
 
 
 def build_projector(config: NuCLRConfig) -> nn.Module:
