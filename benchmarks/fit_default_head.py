@@ -93,6 +93,7 @@ def fit_firing_type_head(
         groups=np.concatenate(groups),
         provenance=provenance,
         ood_quantile=ood_quantile,
+        ood_columns=bundle.config.context_dim,  # the population-context half of a single-unit-path model
     )
 
 

@@ -212,7 +212,9 @@ def _labelling_workflow(model: str, test_analyzer, train_x, train_y, train_group
     bundle = ModelBundle.load(default_model_path() if model in (None, "default") else model)
     # calibrate on whole held-out animals when there are several, else on held-out units
     groups = train_groups if len(np.unique(train_groups)) > 1 else None
-    head = fit_head(train_x, train_y, task=WORKFLOW_TASK, groups=groups, seed=0)
+    head = fit_head(
+        train_x, train_y, task=WORKFLOW_TASK, groups=groups, seed=0, ood_columns=bundle.config.context_dim
+    )
     bundle.add_head(head, overwrite=True)
     model_file = bundle.save(output / f"neuronid-demo-{WORKFLOW_TASK}.safetensors")
     labels = neuronid_label_units(test_analyzer, model=str(model_file), tasks=[WORKFLOW_TASK], progress_bar=False)

@@ -111,10 +111,11 @@ class LinearHead:
     provenance : dict, default: {}
         JSON-serialisable description of how the head was fitted (data, labels, settings, scores).
     ood_location : np.ndarray | None, default: None
-        float64 ``(k, dim)``: means of the ``k`` Gaussian components of the density of the standardised
-        training embeddings (the out-of-distribution check). None: no check.
+        float64 ``(k, d)``: means of the ``k`` Gaussian components of the density of the standardised
+        training embeddings (the out-of-distribution check), over their first ``d <= dim`` columns (``d <
+        dim``: see ``ood_columns`` of :func:`fit_head`). None: no check.
     ood_precision : np.ndarray | None, default: None
-        float64 ``(k, dim, dim)``: the components' precision matrices (inverse covariances; symmetric,
+        float64 ``(k, d, d)``: the components' precision matrices (inverse covariances; symmetric,
         positive definite). None: no check.
     ood_log_weight : np.ndarray | None, default: None
         float64 ``(k,)``: natural logarithms of the components' mixture weights. None: no check.
@@ -200,12 +201,12 @@ class LinearHead:
         location = _float_array(self.ood_location, "ood_location", 2)
         precision = _float_array(self.ood_precision, "ood_precision", 3)
         log_weight = _float_array(self.ood_log_weight, "ood_log_weight", 1)
-        k = location.shape[0]
-        if k < 1 or location.shape[1] != dim or precision.shape != (k, dim, dim) or log_weight.shape != (k,):
+        k, d = location.shape
+        if k < 1 or not 1 <= d <= dim or precision.shape != (k, d, d) or log_weight.shape != (k,):
             raise ValueError(
                 f"head '{self.task}': the out-of-distribution arrays do not fit dimension {dim}: ood_location "
-                f"{location.shape} (must be (k, {dim}), k >= 1), ood_precision {precision.shape} (must be "
-                f"(k, {dim}, {dim})), ood_log_weight {log_weight.shape} (must be (k,))"
+                f"{location.shape} (must be (k, d), k >= 1, 1 <= d <= {dim}), ood_precision {precision.shape} "
+                f"(must be (k, d, d)), ood_log_weight {log_weight.shape} (must be (k,))"
             )
         factors = np.empty_like(precision)
         for i, m in enumerate(precision):
@@ -222,7 +223,7 @@ class LinearHead:
         if not np.isfinite(ood_threshold) or isinstance(self.ood_threshold, bool):
             raise ValueError(f"ood_threshold must be a finite number, got {self.ood_threshold!r}")
         # log N(z; mu, P^-1) = log|L| - d log(2 pi) / 2 - |(z - mu) L|^2 / 2, with P = L L^T
-        log_norm = np.log(np.diagonal(factors, axis1=1, axis2=2)).sum(axis=1) - 0.5 * dim * np.log(2.0 * np.pi)
+        log_norm = np.log(np.diagonal(factors, axis1=1, axis2=2)).sum(axis=1) - 0.5 * d * np.log(2.0 * np.pi)
         object.__setattr__(self, "ood_location", location)
         object.__setattr__(self, "ood_precision", precision)
         object.__setattr__(self, "ood_log_weight", log_weight)
@@ -344,7 +345,8 @@ class LinearHead:
         out = np.full(x.shape[0], np.nan)
         if np.any(ok):
             factors, offsets = self._ood_factors
-            z = (x[ok] - self.mean) / self.scale
+            d = self.ood_location.shape[1]  # the density sees the first d columns
+            z = (x[ok, :d] - self.mean[:d]) / self.scale[:d]
             log_p = np.empty((z.shape[0], len(offsets)))
             for i, (centre, factor) in enumerate(zip(self.ood_location, factors)):
                 w = (z - centre) @ factor
@@ -745,6 +747,7 @@ def fit_head(
     provenance: dict | None = None,
     ood_quantile: float | None = 0.975,
     ood_components: int = 10,
+    ood_columns: int | None = None,
 ) -> LinearHead:
     """Fit a calibrated linear head for one task on labelled unit embeddings, with an out-of-distribution check.
 
@@ -807,6 +810,12 @@ def fit_head(
     ood_components : int, default: 10
         Most Gaussian components of the out-of-distribution density; fewer are used when there are fewer than
         ``2 * dim`` labelled units per component.
+    ood_columns : int | None, default: None
+        Fit the out-of-distribution density on the first ``ood_columns`` embedding columns only; None: all. For
+        a NuCLR model with the single-unit path pass ``model.config.dim``, its population-context half: the
+        single-unit half cannot tell independent Poisson units from the training units, and a density over
+        both halves flags far fewer foreign populations (``benchmarks/ood_density_variants.py``). The
+        classifier always uses every column.
 
     Returns
     -------
@@ -840,6 +849,14 @@ def fit_head(
             raise ValueError(f"ood_quantile must be in (0, 1) (or None to skip the check), got {ood_quantile!r}")
     if isinstance(ood_components, bool) or not isinstance(ood_components, (int, np.integer)) or ood_components < 1:
         raise ValueError(f"ood_components must be a positive integer, got {ood_components!r}")
+    if ood_columns is not None and (
+        isinstance(ood_columns, bool)
+        or not isinstance(ood_columns, (int, np.integer))
+        or not 1 <= ood_columns <= x.shape[1]
+    ):
+        raise ValueError(
+            f"ood_columns must be an integer in [1, {x.shape[1]}] (the embedding width) or None, got {ood_columns!r}"
+        )
 
     keep = labelled & np.all(np.isfinite(x), axis=1)
     x, y_str = x[keep], label_str[keep].astype(str)
@@ -912,7 +929,8 @@ def fit_head(
     ood, ood_info = {}, None
     if ood_quantile is not None:
         ood, ood_info = _fit_ood(
-            head, x, y, groups, float(ood_quantile), int(ood_components), float(calibration_fraction), seed
+            head, x, y, groups, float(ood_quantile), int(ood_components), float(calibration_fraction), seed,
+            x.shape[1] if ood_columns is None else int(ood_columns),
         )
         fit_info["ood"] = ood_info
     info = dict(provenance or {})
@@ -934,6 +952,7 @@ def _fit_ood(
     components: int,
     calibration_fraction: float,
     seed: int,
+    columns: int,
 ) -> tuple[dict, dict]:
     """The out-of-distribution arrays and threshold of :func:`fit_head` (empty when skipped) and their provenance."""
     info: dict[str, Any] = dict(
@@ -941,6 +960,7 @@ def _fit_ood(
         quantile=quantile,
         max_components=components,
         reg_covar=OOD_REG_COVAR,
+        columns=columns,
     )
     if calibration_fraction <= 0:
         info["skipped"] = "calibration_fraction=0: no held-out units to set the threshold"
@@ -968,14 +988,14 @@ def _fit_ood(
         test = fold == f
         mean, scale = np.mean(x[~test], axis=0), np.std(x[~test], axis=0)
         scale = np.where(scale > 0, scale, 1.0)  # as StandardScaler
-        loc, prec, logw, k = _fit_mixture((x[~test] - mean) / scale, components, seed)
+        loc, prec, logw, k = _fit_mixture(((x[~test] - mean) / scale)[:, :columns], components, seed)
         fold_components.append(k)
         partial = dataclasses.replace(
             head, mean=mean, scale=scale, ood_location=loc, ood_precision=prec, ood_log_weight=logw, ood_threshold=0.0
         )
         held_out[test] = partial.ood_score(x[test])
     ood_threshold = float(np.sort(held_out)[rank - 1])
-    loc, prec, logw, k = _fit_mixture((x - head.mean) / head.scale, components, seed)
+    loc, prec, logw, k = _fit_mixture(((x - head.mean) / head.scale)[:, :columns], components, seed)
     arrays = dict(ood_location=loc, ood_precision=prec, ood_log_weight=logw, ood_threshold=ood_threshold)
     in_sample = dataclasses.replace(head, **arrays).ood_score(x)
     info.update(

@@ -497,3 +497,32 @@ def test_ood_parameters_are_validated():
         LinearHead.from_arrays("cell_type", arrays, {k: v for k, v in meta.items() if k != "ood_threshold"})
     with pytest.raises(ValueError, match="ood must have shape"):
         head.labels_from_proba(head.predict_proba(xs[:5]), ood=np.zeros(4, dtype=bool))
+
+
+def test_ood_density_can_see_only_the_first_columns(tmp_path):
+    """ood_columns=d: the density (and so the check) reads the first d columns; the classifier reads all."""
+    x, y, groups, _ = ood_data()
+    rng = np.random.default_rng(3)
+    wide = np.concatenate([x, rng.normal(size=(len(x), 4))], axis=1)  # a 20-column embedding
+    head = fit_head(wide, y, "cell_type", groups=groups, ood_columns=16)
+    assert head.dim == 20 and head.ood_location.shape[1] == 16 and head.ood_precision.shape[1:] == (16, 16)
+    assert head.provenance["fit"]["ood"]["columns"] == 16
+    moved = wide.copy()
+    moved[:, 16:] += 50.0  # far away in the columns the density does not see
+    np.testing.assert_array_equal(head.ood_score(moved), head.ood_score(wide))
+    assert not np.array_equal(head.predict_proba(moved), head.predict_proba(wide))
+    far = wide.copy()
+    far[:, :16] *= 10.0
+    assert head.is_ood(far).mean() > 0.9 and head.is_ood(wide).mean() < 0.1
+    everything = fit_head(wide, y, "cell_type", groups=groups)
+    assert everything.ood_location.shape[1] == 20 and everything.is_ood(moved).all()
+    # stored and read back with its width
+    torch.manual_seed(0)
+    config = NuCLRConfig.from_dict({**TINY.to_dict(), "dim": 20, "num_heads": 2})
+    bundle = ModelBundle.from_modules("nuclr", config, build_encoder(config), build_projector(config), name="w")
+    bundle.add_head(head)
+    loaded = ModelBundle.load(bundle.save(tmp_path / "m.safetensors")).heads["cell_type"]
+    np.testing.assert_array_equal(loaded.ood_score(moved), head.ood_score(wide))
+    for bad in (0, 21, 2.5, True):
+        with pytest.raises(ValueError, match="ood_columns"):
+            fit_head(wide, y, "cell_type", groups=groups, ood_columns=bad)

@@ -288,15 +288,20 @@ def test_single_unit_path_needs_a_context_free_window_path_and_a_valid_weight():
             NuCLRConfig.cpu(single_path_weight=bad)
 
 
-def test_single_unit_half_has_its_own_contrastive_term():
-    from spikeinterface_neuronid.methods import nuclr
-
+def _span_batch(num_pairs: int):
+    """A collated batch of span view pairs of one 60 s population (no small views)."""
     trains = _population(duration=60.0)
     stats = chunk_statistics(trains, TINY.stats_spec).to_cumulative()
     settings = SpanViewSettings.from_config(TINY, small_view_probability=0.0)
-    batch = collate_view_pairs(
-        [sample_span_pair(np.random.default_rng(s), trains, stats, TINY.window_spec, settings) for s in range(3)]
-    )
+    rngs = [np.random.default_rng(s) for s in range(num_pairs)]
+    pairs = [sample_span_pair(rng, trains, stats, TINY.window_spec, settings) for rng in rngs]
+    return collate_view_pairs(pairs)
+
+
+def test_single_unit_half_has_its_own_contrastive_term():
+    from spikeinterface_neuronid.methods import nuclr
+
+    batch = _span_batch(3)
     enc = _encoder()
     torch.manual_seed(1)
     proj = build_projector(TINY)
@@ -313,12 +318,7 @@ def test_the_single_unit_loss_does_not_train_the_context_tower():
     """The single-unit tower reads the window features detached: its loss leaves the context tower's weights alone."""
     from spikeinterface_neuronid.methods import nuclr
 
-    trains = _population(duration=60.0)
-    stats = chunk_statistics(trains, TINY.stats_spec).to_cumulative()
-    settings = SpanViewSettings.from_config(TINY, small_view_probability=0.0)
-    batch = collate_view_pairs(
-        [sample_span_pair(np.random.default_rng(s), trains, stats, TINY.window_spec, settings) for s in range(2)]
-    )
+    batch = _span_batch(2)
     enc = _encoder()
     proj = build_projector(TINY)
     context_only = NuCLRConfig.from_dict({**TINY.to_dict(), "single_path_weight": 0.0})

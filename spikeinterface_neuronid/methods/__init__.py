@@ -66,6 +66,12 @@ class MethodConfig:
         """Width of the unit embeddings the encoder returns (``dim`` unless the method says otherwise)."""
         return self.dim
 
+    @property
+    def context_dim(self) -> int:
+        """Leading embedding columns that describe the unit in its population (all of them unless the method
+        says otherwise); pass it as ``ood_columns`` to :func:`~spikeinterface_neuronid.heads.fit_head`."""
+        return self.embedding_dim
+
     def to_dict(self) -> dict:
         """JSON-native dict of all fields."""
         return asdict(self)

@@ -262,6 +262,11 @@ class NuCLRConfig(MethodConfig):
         return 2 * self.dim if self.single_unit_path else self.dim
 
     @property
+    def context_dim(self) -> int:
+        """``dim``: with the single-unit path, the population-context half comes first."""
+        return self.dim
+
+    @property
     def stats_spec(self):
         """The :class:`~spikeinterface_neuronid.spike_stats.StatsSpec` of the span channels."""
         from ..spike_stats import StatsSpec
