@@ -5,17 +5,17 @@ the single-unit path (``[population-context half, single-unit half]``).
 
 Embeds, with MODEL, the ``firing_type`` head-training animals (``fit_default_head.HEAD_ANIMALS`` of every
 preset), the held-out evaluation animals 1000-1003 and the out-of-distribution populations of
-``bench_ood.py`` (seeds 100-105, 60 units; Poisson, gamma, LIF, AdEx). For each variant of the density it
-fits, like ``heads._fit_ood``, a Gaussian mixture (full covariances, at most 10 components) to the
-standardised training embeddings, sets the threshold at the conformal 0.975 quantile of cross-fitted scores
-(4 folds of whole animals), refits on all training units and reports the fraction of units flagged:
+``bench_ood.py`` (seeds 100-105, 60 units; Poisson, gamma, LIF, AdEx). For each variant it fits the head's
+check exactly as ``fit_default_head.py`` does (:func:`~spikeinterface_neuronid.heads.fit_head` on the
+training units, groups = animals, quantile 0.975) on what the variant's density sees, and reports the
+fraction of units :meth:`~spikeinterface_neuronid.heads.LinearHead.is_ood` flags:
 
-* ``all``: every column (what ``fit_head`` does today);
-* ``context``: the population-context half only;
+* ``all``: every column (``ood_columns=None``);
+* ``context``: the population-context half (``ood_columns=config.context_dim``);
 * ``single``: the single-unit half only;
 * ``pca-K``: the first K principal components of all standardised columns.
 
-Only the check is compared; no head is fitted or written.
+Only the check is compared; no head is written.
 """
 
 from __future__ import annotations
@@ -32,57 +32,44 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from bench_ood import embed, simulate_family  # noqa: E402
-from fit_default_head import EVAL_ANIMALS, EVAL_PRESETS, HEAD_ANIMALS, HEAD_PRESETS, OOD_QUANTILE  # noqa: E402
+from fit_default_head import (  # noqa: E402
+    EVAL_ANIMALS,
+    EVAL_PRESETS,
+    HEAD_ANIMALS,
+    HEAD_PRESETS,
+    OOD_QUANTILE,
+    TASK,
+)
 
 FAMILIES = ("poisson", "gamma", "lif", "adex")
-FOLDS = 4
 
 
-def _mixture_scores(train: np.ndarray, tests: list[np.ndarray], seed: int = 0) -> list[np.ndarray]:
-    from sklearn.mixture import GaussianMixture
-
-    from spikeinterface_neuronid.heads import _OOD_UNITS_PER_COMPONENT, OOD_REG_COVAR
-
-    mean, scale = train.mean(0), train.std(0)
-    scale = np.where(scale > 0, scale, 1.0)
-    k = int(np.clip(len(train) // (_OOD_UNITS_PER_COMPONENT * train.shape[1]), 1, 10))
-    gmm = GaussianMixture(n_components=k, covariance_type="full", reg_covar=OOD_REG_COVAR, max_iter=500,
-                          random_state=seed).fit((train - mean) / scale)
-    return [-gmm.score_samples((t - mean) / scale) for t in tests]
-
-
-def _columns(variant: str, train: np.ndarray, half: int):
-    """A function mapping embeddings to the columns (or projection) the variant's density sees."""
+def _projection(variant: str, train: np.ndarray, half: int):
+    """``(project, ood_columns)``: what the variant feeds to ``fit_head`` and how many leading columns its
+    density reads."""
     if variant == "all":
-        return lambda x: x
+        return (lambda x: x), None
     if variant == "context":
-        return lambda x: x[:, :half]
+        return (lambda x: x), half
     if variant == "single":
-        return lambda x: x[:, half:]
+        return (lambda x: x[:, half:]), None
     if variant.startswith("pca-"):
         from sklearn.decomposition import PCA
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
 
-        mean, scale = train.mean(0), np.where(train.std(0) > 0, train.std(0), 1.0)
-        pca = PCA(n_components=int(variant[4:]), random_state=0).fit((train - mean) / scale)
-        return lambda x: pca.transform((x - mean) / scale)
-    raise ValueError(variant)
+        pca = make_pipeline(StandardScaler(), PCA(n_components=int(variant[4:]), random_state=0)).fit(train)
+        return pca.transform, None
+    raise ValueError(f"unknown variant {variant!r}: all, context, single or pca-K")
 
 
-def flagged_rates(variant, train, groups, sets, half) -> dict[str, float]:
-    """Fraction of each set's units above the cross-fitted threshold of ``variant``."""
-    animals = np.unique(groups)
-    fold_of = {a: i % FOLDS for i, a in enumerate(np.random.default_rng(1).permutation(animals))}
-    fold = np.array([fold_of[g] for g in groups])
-    held_out = np.empty(len(train))
-    for f in range(FOLDS):
-        inside = fold != f
-        project = _columns(variant, train[inside], half)
-        held_out[~inside] = _mixture_scores(project(train[inside]), [project(train[~inside])])[0]
-    n = len(held_out)
-    threshold = np.sort(held_out)[min(n, int(np.ceil((n + 1) * OOD_QUANTILE))) - 1]
-    project = _columns(variant, train, half)
-    scores = _mixture_scores(project(train), [project(x) for x in sets.values()])
-    return {name: float(np.mean(s > threshold)) for name, s in zip(sets, scores)}
+def flagged_rates(variant, train, labels, groups, sets, half) -> dict[str, float]:
+    """Fraction of each set's units that the ``firing_type`` head's check, fitted on ``variant``, flags."""
+    from spikeinterface_neuronid.heads import fit_head
+
+    project, columns = _projection(variant, train, half)
+    head = fit_head(project(train), labels, TASK, groups=groups, ood_quantile=OOD_QUANTILE, ood_columns=columns)
+    return {name: float(np.mean(head.is_ood(project(x)))) for name, x in sets.items()}
 
 
 def main() -> None:
@@ -106,19 +93,21 @@ def main() -> None:
 
     def embed_sessions(preset, animals):
         sims = simulate_dataset(preset, animals=animals, sessions_per_animal=1, progress_bar=False)
-        return [(f"{preset}-{s.animal_id}", embed(bundle, s.spike_times, s.duration)) for s in sims]
+        return sims, [embed(bundle, s.spike_times, s.duration) for s in sims]
 
-    train, groups = [], []
+    train, labels, groups = [], [], []
     for preset in HEAD_PRESETS:
-        for name, e in embed_sessions(preset, HEAD_ANIMALS):
+        sims, embeddings = embed_sessions(preset, HEAD_ANIMALS)
+        for sim, e in zip(sims, embeddings):
             train.append(e)
-            groups += [name] * len(e)
-    train, groups = np.concatenate(train), np.asarray(groups)
-    ok = np.isfinite(train).all(1)
-    train, groups = train[ok], groups[ok]
+            labels.append(np.asarray(sim.cell_type, dtype=str))
+            groups.append(np.full(len(e), f"{preset}-{sim.animal_id}"))
+    train, labels, groups = np.concatenate(train), np.concatenate(labels), np.concatenate(groups)
+    embedded = np.isfinite(train).all(1)
+    train, labels, groups = train[embedded], labels[embedded], groups[embedded]
     sets = {}
     for preset in EVAL_PRESETS:
-        e = np.concatenate([x for _, x in embed_sessions(preset, EVAL_ANIMALS)])
+        e = np.concatenate(embed_sessions(preset, EVAL_ANIMALS)[1])
         sets[f"in distribution: {preset}"] = e[np.isfinite(e).all(1)]
     for family in FAMILIES:
         pops = simulate_family(family, 60, list(range(100, 106)))
@@ -128,17 +117,20 @@ def main() -> None:
 
     lines = [
         f"# python benchmarks/ood_density_variants.py {args.model} (model sha256 {bundle.sha256[:12]}…)",
-        "# fraction of units above the cross-fitted 0.975-quantile threshold of each density variant",
+        "# fraction of units flagged out of distribution by the firing_type head's check fitted on each variant",
         "| variant | " + " | ".join(sets) + " |",
         "|---" * (len(sets) + 1) + "|",
     ]
     for variant in args.variants:
-        rates = flagged_rates(variant, train, groups, sets, half)
+        rates = flagged_rates(variant, train, labels, groups, sets, half)
         lines.append(f"| {variant} | " + " | ".join(f"{100 * rates[k]:.1f} %" for k in sets) + " |")
         print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     if args.output:
-        Path(args.output).write_text(text)
+        from spikeinterface_neuronid._io import atomic_path
+
+        with atomic_path(Path(args.output)) as tmp:
+            tmp.write_text(text)
     print(text)
 
 

@@ -162,7 +162,8 @@ def evaluate(bundle, presets=PRESETS) -> dict:
     return scores
 
 
-def train(corpus, provenance, config, steps, args, name, checkpoint, score):
+def train(corpus, provenance, config, steps, args, name, checkpoint, score, grow_from=None):
+    """Pretrain (``--resume``: from ``checkpoint``; ``grow_from``: a loaded model to grow, weights frozen)."""
     from spikeinterface_neuronid.bundle import ModelBundle
     from spikeinterface_neuronid.training import pretrain
 
@@ -170,8 +171,8 @@ def train(corpus, provenance, config, steps, args, name, checkpoint, score):
     if args.resume and Path(checkpoint).is_file():
         init = ModelBundle.load(checkpoint)
         print(f"resuming from {checkpoint} ({init.sha256[:12]}…)", flush=True)
-    elif args.grow_from:
-        init, grow = ModelBundle.load(args.grow_from), True
+    elif grow_from is not None:
+        init, grow = grow_from, True
         print(f"training the single-unit tower onto the frozen {init.name} ({init.sha256[:12]}…)", flush=True)
     return pretrain(
         corpus,
@@ -207,15 +208,10 @@ def _continued_from(bundle, args) -> dict | None:
     )
 
 
-def _grown_from(args) -> dict | None:
+def _grown_from(init, path: str) -> dict:
     """Provenance of a ``--grow-from`` run: the frozen model and, from its scores file, how it was trained."""
-    if not args.grow_from:
-        return None
-    from spikeinterface_neuronid.bundle import ModelBundle
-
-    init = ModelBundle.load(args.grow_from)
     grown = dict(name=init.name, sha256=init.sha256, steps=None, command=None)
-    scores = Path(args.grow_from).with_name("default_model_scores.json")
+    scores = Path(path).with_name("default_model_scores.json")
     if scores.is_file():
         saved = json.loads(scores.read_text())
         if saved.get("sha256") == init.sha256:
@@ -326,9 +322,22 @@ def main() -> None:
             print(f"wrote {path} in {(time.perf_counter() - t1) / 60:.1f} min", flush=True)
         return
 
-    grown_from = _grown_from(args)  # read before the run replaces the files it describes
+    grow_model, grown_from = None, None
+    if args.grow_from:  # read before the run replaces the files it describes
+        from spikeinterface_neuronid.bundle import ModelBundle
+
+        grow_model = ModelBundle.load(args.grow_from)
+        grown_from = _grown_from(grow_model, args.grow_from)
     bundle, history = train(
-        corpus, provenance, NuCLRConfig.cpu(), args.steps, args, "neuronid-default-v3", args.checkpoint, score
+        corpus,
+        provenance,
+        NuCLRConfig.cpu(),
+        args.steps,
+        args,
+        "neuronid-default-v3",
+        args.checkpoint,
+        score,
+        grow_from=grow_model,
     )
     seconds = time.perf_counter() - t0
     scores = evaluate(bundle)

@@ -941,8 +941,8 @@ def _load_init(
         for target, state in ((encoder, encoder_state), (projector, projector_state)):
             if state is None:
                 continue
-            missing, unexpected = target.load_state_dict(state, strict=not freeze)
-            if unexpected or (missing and not freeze):
+            missing, unexpected = target.load_state_dict(state, strict=False)
+            if unexpected or (missing and not freeze):  # growing may add modules; nothing else may differ
                 raise RuntimeError(f"unexpected keys {sorted(unexpected)}, missing keys {sorted(missing)}")
             loaded.append((target, set(state)))
     except RuntimeError as err:

@@ -481,6 +481,11 @@ class SpatioTemporalBlock(nn.Module):
         return self.temporal(x, rotary, layout)
 
 
+def _read_in_mlp(width: int, dim: int) -> nn.Sequential:
+    """``Linear(width, 2 dim) -> GELU -> Linear(2 dim, dim)``: the span encoder's read-in of per-unit inputs."""
+    return nn.Sequential(nn.Linear(width, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+
 class NuCLREncoder(nn.Module):
     """Permutation-equivariant population encoder: one vector per unit.
 
@@ -527,26 +532,20 @@ class NuCLREncoder(nn.Module):
                 from ..data import WAVEFORM_GRID_MS
 
                 self.num_waveform_inputs = WAVEFORM_GRID_MS.size
-                self.waveform_read_in = nn.Sequential(
-                    nn.Linear(self.num_waveform_inputs, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)
-                )
+                self.waveform_read_in = _read_in_mlp(self.num_waveform_inputs, dim)
                 self.waveform_missing = nn.Parameter(torch.zeros(dim))
             stats = config.num_unit_inputs - (self.num_waveform_inputs + 1 if config.waveform_channel else 0)
             self.num_stats_inputs = stats
-            self.unit_read_in = nn.Sequential(nn.Linear(stats, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+            self.unit_read_in = _read_in_mlp(stats, dim)
             if config.single_unit_path:
                 # the single-unit tower reads the unit's own statistics (the population columns, log number of
                 # units and spike-triggered population rate, come after them) and its own waveform encoder
                 from ..spike_stats import num_unit_features
 
                 self.num_own_inputs = num_unit_features(config.stats_spec, relational=False) - 1
-                self.single_read_in = nn.Sequential(
-                    nn.Linear(self.num_own_inputs, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)
-                )
+                self.single_read_in = _read_in_mlp(self.num_own_inputs, dim)
                 if config.waveform_channel:
-                    self.single_waveform_read_in = nn.Sequential(
-                        nn.Linear(self.num_waveform_inputs, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)
-                    )
+                    self.single_waveform_read_in = _read_in_mlp(self.num_waveform_inputs, dim)
                     self.single_waveform_missing = nn.Parameter(torch.zeros(dim))
             edge_dim = config.edge_dim if config.relational else None
             if config.relational:
