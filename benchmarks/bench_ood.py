@@ -422,7 +422,7 @@ def run(args) -> dict:
     import torch
 
     from spikeinterface_neuronid.bundle import ModelBundle
-    from spikeinterface_neuronid.simulate import simulate_dataset
+    from spikeinterface_neuronid.simulation import simulate_dataset
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()

@@ -37,7 +37,7 @@ def main() -> None:
     from spikeinterface_neuronid._io import write_json
     from spikeinterface_neuronid.data import SpikeTrainSet
     from spikeinterface_neuronid.methods.nuclr import NuCLRConfig
-    from spikeinterface_neuronid.simulate import simulate_dataset
+    from spikeinterface_neuronid.simulation import simulate_dataset
     from spikeinterface_neuronid.training import pretrain
 
     t0 = time.perf_counter()

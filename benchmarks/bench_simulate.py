@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import numpy as np
 
-    from spikeinterface_neuronid.simulate import simulate_session
+    from spikeinterface_neuronid.simulation import simulate_session
 
     # warm-up: imports and the normal lookup table are not part of the timing
     simulate_session(args.preset, num_neurons=min(args.neurons, 50), duration_s=1.0)

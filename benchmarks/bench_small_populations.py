@@ -85,10 +85,10 @@ def main() -> None:
     import torch
 
     from spikeinterface_neuronid._io import write_json
-    from spikeinterface_neuronid.baselines.features import SingleUnitFeatures
+    from spikeinterface_neuronid.benchmark.baselines.features import SingleUnitFeatures
     from spikeinterface_neuronid.benchmark import hierarchical_bootstrap, pooled_scores
     from spikeinterface_neuronid.inference import resolve_model
-    from spikeinterface_neuronid.simulate import simulate_dataset
+    from spikeinterface_neuronid.simulation import simulate_dataset
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()

@@ -108,7 +108,7 @@ def _front_matter(bundle, scores: dict, command: str) -> str:
         for task, s in by_task.items():
             index += [
                 f"      - task: {{type: {task}, name: \"{task} (linear probe, inductive zero-shot)\"}}",
-                f"        dataset: {{type: simulated, name: spikeinterface_neuronid.simulate {preset} preset}}",
+                f"        dataset: {{type: simulated, name: spikeinterface_neuronid.simulation {preset} preset}}",
                 "        metrics:",
                 f"          - {{type: macro_f1, value: {s['macro_f1']:.4f}}}",
                 f"          - {{type: balanced_accuracy, value: {s['balanced_accuracy']:.4f}}}",

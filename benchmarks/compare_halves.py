@@ -34,7 +34,7 @@ def main() -> None:
 
     from spikeinterface_neuronid.benchmark import pooled_scores
     from spikeinterface_neuronid.inference import embed_populations, resolve_model
-    from spikeinterface_neuronid.simulate import simulate_dataset
+    from spikeinterface_neuronid.simulation import simulate_dataset
 
     torch.set_num_threads(1)
     new, old = resolve_model(args.model), resolve_model(args.reference)

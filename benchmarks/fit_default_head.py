@@ -62,7 +62,7 @@ def fit_firing_type_head(
 ):
     """Fit the ``firing_type`` head on the embeddings of the head-training animals (not added to ``bundle``)."""
     from spikeinterface_neuronid.heads import fit_head
-    from spikeinterface_neuronid.simulate import simulate_dataset
+    from spikeinterface_neuronid.simulation import simulate_dataset
 
     assert not set(HEAD_ANIMALS) & (set(PRETRAIN_ANIMALS) | set(EVAL_ANIMALS) | set(VALIDATION_ANIMALS))
     x, y, groups = [], [], []
@@ -74,7 +74,7 @@ def fit_firing_type_head(
             groups.append(np.full(len(e), f"{preset}-{s.animal_id}"))
     provenance = dict(
         labels="simulator cell_type (Izhikevich firing classes RS, IB, CH, FS, LTS)",
-        data="simulated Izhikevich populations (spikeinterface_neuronid.simulate)",
+        data="simulated Izhikevich populations (spikeinterface_neuronid.simulation)",
         presets={p: list(HEAD_ANIMALS) for p in HEAD_PRESETS},
         sessions_per_animal=1,
         calibration="temperature fitted on whole held-out animals (groups = preset-animal)",
@@ -138,7 +138,7 @@ def _scores(head, x: np.ndarray, y: np.ndarray) -> dict:
 
 def measure_head(bundle, head) -> dict:
     """Zero-shot scores of ``head`` on the evaluation animals of every evaluation preset (all units pooled)."""
-    from spikeinterface_neuronid.simulate import simulate_dataset
+    from spikeinterface_neuronid.simulation import simulate_dataset
 
     out = {}
     for preset in EVAL_PRESETS:

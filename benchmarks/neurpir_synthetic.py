@@ -55,7 +55,7 @@ def main() -> None:
     from spikeinterface_neuronid.inference import embed_populations
     from spikeinterface_neuronid.methods.neurpir import NeurPIRConfig
     from spikeinterface_neuronid.plots import plot_embedding_map, save_figure
-    from spikeinterface_neuronid.simulate import simulate_dataset
+    from spikeinterface_neuronid.simulation import simulate_dataset
     from spikeinterface_neuronid.training import pretrain
 
     t0 = time.perf_counter()

@@ -82,7 +82,7 @@ def main() -> None:
     import torch
 
     from spikeinterface_neuronid.bundle import ModelBundle
-    from spikeinterface_neuronid.simulate import simulate_dataset
+    from spikeinterface_neuronid.simulation import simulate_dataset
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()

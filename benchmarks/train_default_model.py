@@ -75,7 +75,7 @@ ABLATIONS = {
 
 def simulate_corpus(presets=PRESETS, animals=PRETRAIN_ANIMALS, progress_bar: bool = True):
     """The pretraining sessions (one per preset and animal) and their provenance."""
-    from spikeinterface_neuronid.simulate import simulate_dataset
+    from spikeinterface_neuronid.simulation import simulate_dataset
 
     sessions = []
     for preset in presets:
@@ -91,7 +91,7 @@ def simulate_corpus(presets=PRESETS, animals=PRETRAIN_ANIMALS, progress_bar: boo
     excluded = set(BENCHMARK_ANIMALS) | set(EVAL_ANIMALS) | set(HEAD_ANIMALS) | set(VALIDATION_ANIMALS)
     assert not set(animals) & excluded
     provenance = dict(
-        data="simulated Izhikevich populations (spikeinterface_neuronid.simulate), with simulate_templates waveforms",
+        data="simulated Izhikevich populations (spikeinterface_neuronid.simulation), with simulate_templates waveforms",
         presets={p: list(animals) for p in presets},
         animals=list(animals),
         sessions_per_animal=1,
@@ -107,7 +107,7 @@ class ValidationScore:
     """Checkpoint score: cell-type and region macro-F1 between the two validation animals of each preset."""
 
     def __init__(self, presets=PRESETS):
-        from spikeinterface_neuronid.simulate import simulate_dataset
+        from spikeinterface_neuronid.simulation import simulate_dataset
 
         self.data = []
         for preset in presets:
@@ -141,7 +141,7 @@ def evaluate(bundle, presets=PRESETS) -> dict:
     """Inductive zero-shot scores on the evaluation animals (probe on all but the last, tested on the last)."""
     from spikeinterface_neuronid.evaluation import linear_probe
     from spikeinterface_neuronid.inference import embed_populations
-    from spikeinterface_neuronid.simulate import simulate_dataset
+    from spikeinterface_neuronid.simulation import simulate_dataset
 
     scores = {}
     for preset in presets:

@@ -4,7 +4,7 @@
 
 1. Simulates the training corpus: ``varied`` and ``easy`` animals with seeds 0-3 (disjoint from the
    evaluation animals 1000-1003), each session converted with
-   :meth:`~spikeinterface_neuronid.simulate.SimulatedSession.to_spike_train_set`, i.e. with the stimulus
+   :meth:`~spikeinterface_neuronid.simulation.SimulatedSession.to_spike_train_set`, i.e. with the stimulus
    (2 channels at 200 Hz) as covariates.
 2. Pretrains NeurPIR (``NeurPIRConfig.cpu(num_covariates=2)``, VICReg, segment-length augmentation); the
    covariates of each training window are binned to the 20 ms bins and fed as 2 extra input channels.
@@ -83,7 +83,7 @@ def main() -> None:
     from spikeinterface_neuronid.evaluation import linear_probe
     from spikeinterface_neuronid.inference import embed_populations
     from spikeinterface_neuronid.methods.neurpir import NeurPIRConfig
-    from spikeinterface_neuronid.simulate import simulate_dataset
+    from spikeinterface_neuronid.simulation import simulate_dataset
     from spikeinterface_neuronid.training import pretrain
 
     out = Path(args.output_dir)

@@ -67,7 +67,7 @@ def run_demo(
     progress_bar : bool, default: True
         Show progress bars.
     simulate_kwargs : dict | None, default: None
-        Extra keyword arguments of :func:`~spikeinterface_neuronid.simulate.simulate_sorting`
+        Extra keyword arguments of :func:`~spikeinterface_neuronid.simulation.simulate_sorting`
         (e.g. ``num_neurons``, ``duration_s``); None keeps the preset's defaults.
 
     Returns
@@ -88,7 +88,7 @@ def run_demo(
     from .evaluation import linear_probe
     from .inference import resolve_model
     from .plots import plot_confusion_matrix, plot_embedding_map, save_figure
-    from .simulate import simulate_sorting
+    from .simulation import simulate_sorting
 
     if len(animals) < 2:
         raise ValueError("the demo needs at least two animals: probe training animals and one test animal")
@@ -193,7 +193,7 @@ def run_demo(
     write_json(output / "demo_metrics.json", metrics)
     print(f"\nmacro-F1 {result.macro_f1:.3f}, balanced accuracy {result.balanced_accuracy:.3f} in {elapsed:.0f} s")
     print(f"wrote {figure}, {confusion_figure} and {output / 'demo_metrics.json'}")
-    from .annotate import write_demo_nwb
+    from .nwb.annotate import write_demo_nwb
 
     nwb_file = write_demo_nwb(analyzer, output / f"sub-{animals[-1]}_ses-0.nwb", animals[-1], preset)
     if nwb_file is not None:
@@ -241,7 +241,7 @@ def _pretrain_command(args: argparse.Namespace) -> int:
 
     provenance: dict = {}
     if args.simulated:
-        from .simulate import simulate_dataset
+        from .simulation import simulate_dataset
 
         sizes = {k: v for k, v in dict(num_neurons=args.num_neurons, duration_s=args.duration_s).items() if v}
         sessions = simulate_dataset(
@@ -251,7 +251,7 @@ def _pretrain_command(args: argparse.Namespace) -> int:
 
         corpus = [SpikeTrainSet(s.spike_times, s.duration) for s in sessions]
         provenance = dict(
-            data="simulated Izhikevich populations (spikeinterface_neuronid.simulate)",
+            data="simulated Izhikevich populations (spikeinterface_neuronid.simulation)",
             preset=args.simulated,
             animals=list(args.animals),
             sessions_per_animal=args.sessions,
@@ -382,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     """
     from . import __version__
     from .methods import METHODS
-    from .simulate import PRESETS
+    from .simulation import PRESETS
 
     presets = sorted(PRESETS)
     parser = argparse.ArgumentParser(
@@ -647,7 +647,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "benchmark":
         return _benchmark_command(args)
     if args.command == "annotate":
-        from .annotate import annotate_command
+        from .nwb.annotate import annotate_command
 
         return annotate_command(
             args.inputs,

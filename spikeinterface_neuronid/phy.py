@@ -141,7 +141,7 @@ def input_kind(path: str | Path) -> str:
     LabelInputError
         The path does not exist or is none of these.
     """
-    from .annotate import _is_nwb
+    from .nwb.annotate import _is_nwb
 
     path = Path(path)
     if not path.exists():
@@ -596,7 +596,7 @@ def _label_one(
                     else "no templates extension: labelled from the spike trains alone"
                 )
         else:
-            from .annotate import _file_covariates, _nwb_analyzer
+            from .nwb.annotate import _file_covariates, _nwb_analyzer
 
             analyzer, t_start, duration = _nwb_analyzer(source, sampling_frequency, check_annotated=False)
             cluster_ids = np.asarray(analyzer.unit_ids)
@@ -706,7 +706,7 @@ def label_sources(
         Replace TSVs of an earlier run (otherwise such an input fails, before any computation).
     sampling_frequency : float | None, default: None
         Hz: for phy folders without ``params.py``, and NWB files whose Units table has no ``resolution``
-        (default 30 kHz there, see :func:`~spikeinterface_neuronid.annotate.annotate_nwb_file`).
+        (default 30 kHz there, see :func:`~spikeinterface_neuronid.nwb.annotate.annotate_nwb_file`).
     save_to_analyzer : bool, default: False
         Analyzer inputs: save the ``neuron_embedding`` extension and the ``<task>_label`` /
         ``<task>_probability`` sorting properties into the analyzer (otherwise analyzers are only read).

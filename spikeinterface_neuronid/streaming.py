@@ -70,7 +70,7 @@ def source_kind(path: str | Path) -> str:
     CorpusSourceError
         The path is neither.
     """
-    from .annotate import _is_nwb
+    from .nwb.annotate import _is_nwb
 
     path = Path(path)
     if not path.exists():
@@ -93,7 +93,7 @@ def expand_sources(inputs: Sequence[str | Path]) -> list[Path]:
     inputs : sequence of str | Path
         NWB files (``*.nwb``, ``*.nwb.zarr``), SortingAnalyzer folders, and other folders, which are searched
         recursively for NWB files as ``neuronid annotate`` searches them
-        (:func:`~spikeinterface_neuronid.annotate.find_nwb_files`: sorted, hidden entries skipped).
+        (:func:`~spikeinterface_neuronid.nwb.annotate.find_nwb_files`: sorted, hidden entries skipped).
 
     Returns
     -------
@@ -109,7 +109,7 @@ def expand_sources(inputs: Sequence[str | Path]) -> list[Path]:
     """
     import os
 
-    from .annotate import find_nwb_files
+    from .nwb.annotate import find_nwb_files
 
     found: list[Path] = []
     for item in inputs:
@@ -133,7 +133,7 @@ def expand_sources(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 def _first_line(err: BaseException) -> str:
-    from .annotate import _first_line as first
+    from .nwb.annotate import _first_line as first
 
     return first(err)
 
@@ -141,7 +141,7 @@ def _first_line(err: BaseException) -> str:
 def _num_segments(path: Path, kind: str) -> int:
     """Segments of a source, read from metadata (a Units table is one segment)."""
     if kind == "nwb":
-        from .annotate import _root_neurodata_type
+        from .nwb.annotate import _root_neurodata_type
 
         try:
             root = _root_neurodata_type(path)
@@ -207,7 +207,7 @@ def load_spike_train_sets(
     path = Path(path)
     kind = source_kind(path) if kind is None else kind
     if kind == "nwb":
-        from .annotate import _nwb_analyzer
+        from .nwb.annotate import _nwb_analyzer
 
         try:
             analyzer, _, _ = _nwb_analyzer(path, sampling_frequency, check_annotated=False)

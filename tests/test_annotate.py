@@ -20,13 +20,13 @@ from pynwb import NWBHDF5IO, NWBFile  # noqa: E402
 from pynwb.file import Subject  # noqa: E402
 
 import spikeinterface_neuronid  # noqa: F401, E402  (registers the extension)
-from spikeinterface_neuronid.annotate import annotate_command, annotate_nwb_files, find_nwb_files  # noqa: E402
+from spikeinterface_neuronid.nwb.annotate import annotate_command, annotate_nwb_files, find_nwb_files  # noqa: E402
 from spikeinterface_neuronid.nwb import (  # noqa: E402
     read_embedding_arrays,
     write_analyzer_to_nwb,
     write_embeddings_to_nwb,
 )
-from spikeinterface_neuronid.simulate import simulate_sorting  # noqa: E402
+from spikeinterface_neuronid.simulation import simulate_sorting  # noqa: E402
 
 FS = 30000.0
 DURATION = 20.0
@@ -279,7 +279,7 @@ def test_cli_annotate(dandi_tree, tmp_path):
 
 
 def test_demo_nwb_file(analyzer, tmp_path):
-    from spikeinterface_neuronid.annotate import write_demo_nwb
+    from spikeinterface_neuronid.nwb.annotate import write_demo_nwb
 
     path = write_demo_nwb(analyzer, tmp_path / "sub-1003_ses-0.nwb", 1003, "easy")
     assert not dandi_messages(path)

@@ -12,7 +12,7 @@ pynwb = pytest.importorskip("pynwb")
 h5py = pytest.importorskip("h5py")
 pytest.importorskip("ndx_neuron_embedding")
 
-from spikeinterface_neuronid.annotate import annotate_command, annotate_nwb_files, find_nwb_files  # noqa: E402
+from spikeinterface_neuronid.nwb.annotate import annotate_command, annotate_nwb_files, find_nwb_files  # noqa: E402
 from spikeinterface_neuronid.nwb import read_embedding_arrays  # noqa: E402
 
 # a small old file (pynwb 2.8, 5 units, 30 s; see tests/data/nwb_legacy/README.md)
@@ -49,7 +49,7 @@ def default_sigterm():
 
 def test_sigterm_removes_the_partial_copy(tree, tmp_path, monkeypatch, capsys, default_sigterm):
     # Imported first: before the fix there is no handler, and a SIGTERM would kill the test run itself.
-    from spikeinterface_neuronid.annotate import _sigterm_as_exception  # noqa: F401
+    from spikeinterface_neuronid.nwb.annotate import _sigterm_as_exception  # noqa: F401
 
     calls = []
     real_export = pynwb.NWBHDF5IO.export
@@ -81,7 +81,7 @@ def test_sigterm_removes_the_partial_copy(tree, tmp_path, monkeypatch, capsys, d
 
 
 def test_sigterm_handler_of_the_application_is_left_alone(monkeypatch):
-    from spikeinterface_neuronid.annotate import _sigterm_as_exception
+    from spikeinterface_neuronid.nwb.annotate import _sigterm_as_exception
 
     def mine(signum, frame):
         pass

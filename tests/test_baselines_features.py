@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spikeinterface_neuronid.baselines.features import (
+from spikeinterface_neuronid.benchmark.baselines.features import (
     ConcatenatedFeatures,
     PairwiseCorrelationFeatures,
     PopulationCouplingFeatures,

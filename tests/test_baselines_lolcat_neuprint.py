@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from spikeinterface_neuronid.baselines.lolcat import LOLCAT, isi_snippet_histograms, segment_softmax
-from spikeinterface_neuronid.baselines.neuprint import NeuPRINT
+from spikeinterface_neuronid.benchmark.baselines.lolcat import LOLCAT, isi_snippet_histograms, segment_softmax
+from spikeinterface_neuronid.benchmark.baselines.neuprint import NeuPRINT
 from spikeinterface_neuronid.data import SpikeTrainSet
-from spikeinterface_neuronid.simulate import simulate_dataset
+from spikeinterface_neuronid.simulation import simulate_dataset
 
 FAST_LOLCAT = dict(steps=12, batch_size=16, hidden_dim=32, snippet_dim=16, heads=2, head_dim=8, max_snippets=8)
 FAST_NEUPRINT = dict(steps=6, batch_size=32, transform_steps=4, model_dim=16, embedding_dim=8, window_bins=16)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spikeinterface_neuronid.baselines.nemo import (
+from spikeinterface_neuronid.benchmark.baselines.nemo import (
     NEMO,
     acg_3d,
     acg_lag_edges,
@@ -14,7 +14,7 @@ from spikeinterface_neuronid.baselines.nemo import (
     population_log_acgs,
 )
 from spikeinterface_neuronid.data import SpikeTrainSet
-from spikeinterface_neuronid.simulate import simulate_dataset, simulate_templates
+from spikeinterface_neuronid.simulation import simulate_dataset, simulate_templates
 
 FAST = dict(steps=5, batch_size=32, num_threads=1)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import TINY_BENCHMARK
 
-from spikeinterface_neuronid.baselines.features import SingleUnitFeatures
+from spikeinterface_neuronid.benchmark.baselines.features import SingleUnitFeatures
 from spikeinterface_neuronid.benchmark import (
     ABLATION_FULL,
     ABLATION_MODEL_ROWS,

@@ -192,7 +192,7 @@ def test_annotate_gives_a_neurpir_model_the_files_behaviour(tmp_path):
     pytest.importorskip("ndx_neuron_embedding")
     from pynwb import NWBHDF5IO
 
-    from spikeinterface_neuronid.annotate import annotate_nwb_file
+    from spikeinterface_neuronid.nwb.annotate import annotate_nwb_file
     from spikeinterface_neuronid.nwb import read_embedding_arrays
 
     source = tmp_path / "sub-m1_ses-0.nwb"

@@ -12,7 +12,7 @@ from spikeinterface_neuronid.cli import DEMO_ANIMALS
 from spikeinterface_neuronid.evaluation import linear_probe
 from spikeinterface_neuronid.inference import default_model_path
 from spikeinterface_neuronid.labeling import neuronid_label_units
-from spikeinterface_neuronid.simulate import CELL_TYPES, simulate_sorting
+from spikeinterface_neuronid.simulation import CELL_TYPES, simulate_sorting
 
 # measured 0.93 (96 units, 98 % labelled) with the shipped head; chance is 0.2
 BALANCED_ACCURACY_MIN = 0.75

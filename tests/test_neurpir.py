@@ -254,7 +254,7 @@ def test_covariates_change_neurpir_embeddings_through_embed_populations():
 
 
 def test_simulated_session_gives_stimulus_covariates():
-    from spikeinterface_neuronid.simulate import simulate_session
+    from spikeinterface_neuronid.simulation import simulate_session
 
     session = simulate_session("easy", animal=0, num_neurons=20, duration_s=12.0)
     trains = session.to_spike_train_set()

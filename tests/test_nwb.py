@@ -27,7 +27,7 @@ from spikeinterface_neuronid.nwb import (  # noqa: E402
     read_embeddings_from_nwb,
     write_embeddings_to_nwb,
 )
-from spikeinterface_neuronid.simulate import simulate_sorting  # noqa: E402
+from spikeinterface_neuronid.simulation import simulate_sorting  # noqa: E402
 
 FS = 30000.0
 DURATION = 30.0

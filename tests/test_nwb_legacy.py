@@ -19,7 +19,7 @@ pytest.importorskip("nwbinspector")
 
 from spikeinterface_neuronid import cli  # noqa: E402
 from spikeinterface_neuronid import nwb as nwb_module  # noqa: E402
-from spikeinterface_neuronid.annotate import annotate_nwb_file  # noqa: E402
+from spikeinterface_neuronid.nwb.annotate import annotate_nwb_file  # noqa: E402
 from spikeinterface_neuronid.nwb import read_embedding_arrays, read_embeddings_from_nwb  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "data" / "nwb_legacy"

@@ -8,7 +8,7 @@ import pytest
 from spikeinterface_neuronid.cli import _parse_range, main, run_demo
 from spikeinterface_neuronid.data import SpikeTrainSet
 from spikeinterface_neuronid.methods.nuclr import NuCLRConfig
-from spikeinterface_neuronid.simulate import simulate_dataset
+from spikeinterface_neuronid.simulation import simulate_dataset
 from spikeinterface_neuronid.training import pretrain
 
 TINY = dict(dim=16, num_heads=2, projector_dim=16)

@@ -125,7 +125,7 @@ def test_demo_scores_a_firing_type_head_and_writes_the_confusion_matrix(tmp_path
     import spikeinterface.core as si
 
     from spikeinterface_neuronid.cli import run_demo
-    from spikeinterface_neuronid.simulate import simulate_sorting
+    from spikeinterface_neuronid.simulation import simulate_sorting
 
     torch.manual_seed(0)
     config = NuCLRConfig.cpu(dim=16, num_heads=2, projector_dim=16)

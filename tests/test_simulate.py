@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spikeinterface_neuronid.simulate import (
+from spikeinterface_neuronid.simulation import (
     CELL_TYPES,
     PRESETS,
     STIMULUS_RATE_HZ,

@@ -42,7 +42,7 @@ def main() -> None:
         plot_predicted_labels,
         save_figure,
     )
-    from spikeinterface_neuronid.simulate import simulate_sorting
+    from spikeinterface_neuronid.simulation import simulate_sorting
 
     recording, sorting = simulate_sorting(args.preset, animal=args.animal, session=0, with_recording=True)
     analyzer = si.create_sorting_analyzer(sorting, recording, format="memory", sparse=False)

@@ -1,6 +1,6 @@
 """Handcrafted unit features: single-unit firing statistics, population coupling, pairwise correlations.
 
-Four feature sets, each a baseline with the interface of :mod:`spikeinterface_neuronid.baselines` (and
+Four feature sets, each a baseline with the interface of :mod:`spikeinterface_neuronid.benchmark.baselines` (and
 :class:`ConcatenatedFeatures` to put several side by side):
 
 - :class:`SingleUnitFeatures`: log firing rate, ISI coefficient of variation, local variation (CV2), burst
@@ -31,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..data import SpikeTrainSet
+from ...data import SpikeTrainSet
 
 __all__ = [
     "SingleUnitFeatures",
@@ -516,7 +516,7 @@ class ConcatenatedFeatures:
     Parameters
     ----------
     parts : sequence of baseline estimators
-        Each with ``fit`` / ``transform`` as described in :mod:`spikeinterface_neuronid.baselines`.
+        Each with ``fit`` / ``transform`` as described in :mod:`spikeinterface_neuronid.benchmark.baselines`.
     """
 
     supervised = False

@@ -152,7 +152,7 @@ def _atomic_store(path: Path, zarr: bool) -> Iterator[Path]:
     earlier, killed write of the same ``path`` left behind are cleaned up first
     (:func:`_recover_interrupted_writes`).
     """
-    from ._io import atomic_path
+    from .._io import atomic_path
 
     _recover_interrupted_writes(path)
     if not zarr:
@@ -205,13 +205,13 @@ def _task_names(data: dict) -> list[str]:
 
 
 def _model_record_kwargs(params: dict, embedding_dim: int) -> dict:
-    from . import __version__
+    from .. import __version__
 
     training = None
     model_url = None
     description = None
     try:
-        from .inference import resolve_model
+        from ..inference import resolve_model
 
         bundle = resolve_model(params["model"])
         prov = dict(bundle.provenance or {})

@@ -72,7 +72,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from spikeinterface.core import BaseRecording, BaseSorting
 
-    from .data import SpikeTrainSet
+    from ..data import SpikeTrainSet
 
 __all__ = [
     "CELL_TYPES",
@@ -342,7 +342,7 @@ class SimulatedSession:
         SpikeTrainSet
             The recorded units' spike trains, unit ids ``0 .. N-1``.
         """
-        from .data import SpikeTrainSet
+        from ..data import SpikeTrainSet
 
         extra: dict = {}
         if covariates:

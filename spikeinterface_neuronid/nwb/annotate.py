@@ -150,7 +150,7 @@ def _root_neurodata_type(path: Path) -> str | None:
     NWBAnnotateError
         The path is neither an HDF5 file nor a Zarr store.
     """
-    from .nwb import is_zarr_path
+    from . import is_zarr_path
 
     if is_zarr_path(path):
         import json
@@ -184,7 +184,7 @@ def _units_summary(path: Path, check_annotated: bool = True) -> dict:
     """Open the file read-only and check that its Units table can be embedded (and, by default, is not annotated)."""
     import pynwb
 
-    from .nwb import EMBEDDING_COLUMN, MODEL_RECORD_NAME, _nwb_io, is_zarr_path
+    from . import EMBEDDING_COLUMN, MODEL_RECORD_NAME, _nwb_io, is_zarr_path
 
     if _root_neurodata_type(path) != "NWBFile":
         kind = "a Zarr store" if is_zarr_path(path) else "an HDF5 file"
@@ -239,7 +239,7 @@ def _units_summary(path: Path, check_annotated: bool = True) -> dict:
 
 
 def _sampling_frequency(resolution: float | None, given: float | None) -> float:
-    from .corpus import check_spike_time_resolution
+    from ..corpus import check_spike_time_resolution
 
     if given is not None:
         if not np.isfinite(given) or given <= 0:
@@ -318,10 +318,10 @@ def annotate_nwb_file(
         file and the copy is made by appending to the source's bytes instead (see
         :func:`~spikeinterface_neuronid.nwb.write_embeddings_to_nwb`).
     """
-    from . import extension  # noqa: F401  (registers the extension)
-    from .nwb import _check_output_path, write_embeddings_to_nwb
+    from .. import extension  # noqa: F401  (registers the extension)
+    from . import _check_output_path, write_embeddings_to_nwb
 
-    from .nwb import _recover_interrupted_writes
+    from . import _recover_interrupted_writes
 
     source, output = Path(source), Path(output)
     if not source.exists():
@@ -389,8 +389,8 @@ def _file_covariates(source: Path, model, covariates, *, t_start: float, duratio
     """The covariates of ``source`` for ``model`` (:class:`~.nwb.NWBCovariates`), or None to give none."""
     import warnings
 
-    from .inference import resolve_model
-    from .nwb import read_nwb_covariates
+    from ..inference import resolve_model
+    from . import read_nwb_covariates
 
     bundle = resolve_model(str(model))
     k = int(getattr(bundle.config, "num_covariates", 0) or 0)
@@ -456,7 +456,7 @@ def _sigterm_as_exception():
 
 def _is_annotated_copy(path: Path) -> bool:
     """Whether ``path`` has our model record (cheap: h5py / the Zarr store's folders, not pynwb)."""
-    from .nwb import MODEL_RECORD_NAME, is_zarr_path
+    from . import MODEL_RECORD_NAME, is_zarr_path
 
     if is_zarr_path(path):
         return (Path(path) / "general" / MODEL_RECORD_NAME).is_dir()
@@ -589,7 +589,7 @@ def _annotate_files(files, output_folder: Path, results: list, *, progress_bar: 
     """Annotate ``files`` (from :func:`_discover`), appending an :class:`AnnotateResult` per file to ``results``."""
     from tqdm.auto import tqdm
 
-    from .inference import resolve_model
+    from ..inference import resolve_model
 
     resolve_model(str(kwargs["model"]))  # a bad model is one error for the run, not one per file
     bar = tqdm(files, desc="neuronid annotate", unit="file", disable=not progress_bar)
@@ -702,7 +702,7 @@ def write_demo_nwb(sorting_analyzer, path: str | Path, animal: int, preset: str)
     Path | None
         The file, or None (with a printed note) when the ``nwb`` extra (pynwb, neuroconv) is not installed.
     """
-    from .nwb import write_analyzer_to_nwb
+    from . import write_analyzer_to_nwb
 
     try:
         import neuroconv  # noqa: F401
@@ -719,7 +719,7 @@ def write_demo_nwb(sorting_analyzer, path: str | Path, animal: int, preset: str)
     metadata = {
         "NWBFile": {
             "session_description": f"Simulated session 0 of animal {animal} ('{preset}' preset of "
-            "spikeinterface_neuronid.simulate, Izhikevich network), written by `neuronid demo`.",
+            "spikeinterface_neuronid.simulation, Izhikevich network), written by `neuronid demo`.",
             "session_start_time": "2024-01-01T12:00:00+00:00",
             "session_id": "ses-0",
             "experiment_description": "Simulated spike trains for the spikeinterface-neuronid demo.",

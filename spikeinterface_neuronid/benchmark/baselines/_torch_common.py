@@ -87,7 +87,7 @@ def torch_scope(seed: int, num_threads: int | None) -> Iterator[torch.Generator]
     afterwards, so the caller's random streams are not disturbed. Yields a ``torch.Generator`` seeded with
     ``seed + 1`` for explicit sampling.
     """
-    from ..inference import torch_threads
+    from ...inference import torch_threads
 
     with torch.random.fork_rng(devices=[]), torch_threads(num_threads):
         torch.manual_seed(seed)

@@ -54,8 +54,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .data import SpikeTrainSet
-from .evaluation import linear_probe
+from ..data import SpikeTrainSet
+from ..evaluation import linear_probe
 
 __all__ = [
     "BenchmarkSettings",
@@ -328,9 +328,9 @@ class SelfSupervisedEncoder:
         """
         import torch
 
-        from .bundle import ModelBundle
-        from .methods import get_method
-        from .training import pretrain
+        from ..bundle import ModelBundle
+        from ..methods import get_method
+        from ..training import pretrain
 
         module = get_method(self.method)
         config = self.config if self.config is not None else module.Config.cpu()
@@ -358,7 +358,7 @@ class SelfSupervisedEncoder:
 
     def transform(self, populations: Sequence[SpikeTrainSet], templates=None) -> list[np.ndarray]:
         """One ``(num_units, dim)`` embedding array per population."""
-        from .inference import embed_populations
+        from ..inference import embed_populations
 
         if not hasattr(self, "bundle_"):
             raise ValueError("call fit() before transform()")
@@ -405,11 +405,11 @@ class PretrainedModel:
 
     def fit(self, populations: Sequence[SpikeTrainSet], labels=None, templates=None) -> "PretrainedModel":
         """Load the model; with ``transductive_steps > 0`` fine-tune it on ``populations`` (no labels)."""
-        from .inference import resolve_model
+        from ..inference import resolve_model
 
         bundle = resolve_model(self.model)
         if int(self.transductive_steps) > 0:
-            from .training import fine_tune_transductive
+            from ..training import fine_tune_transductive
 
             bundle = fine_tune_transductive(
                 bundle, list(populations), int(self.transductive_steps), seed=self.seed, num_threads=self.num_threads
@@ -478,7 +478,7 @@ def method_specs(settings: BenchmarkSettings) -> list[MethodSpec]:
         SingleUnitFeatures,
         SpikeTriggeredPopulationFeatures,
     )
-    from .inference import resolve_model
+    from ..inference import resolve_model
 
     s = settings
     threads = s.num_threads
@@ -509,7 +509,7 @@ def method_specs(settings: BenchmarkSettings) -> list[MethodSpec]:
             "untrained encoder with the shipped model's config",
         )
     )
-    from .methods.neurpir import NeurPIRConfig
+    from ..methods.neurpir import NeurPIRConfig
 
     specs.append(
         MethodSpec(
@@ -620,7 +620,7 @@ def check_model_provenance(specs: Sequence[MethodSpec], settings: BenchmarkSetti
     dict
         ``{row name: [[preset, animal], ...]}`` for every row with an overlap (empty when none).
     """
-    from .inference import resolve_model
+    from ..inference import resolve_model
 
     overlaps: dict[str, list] = {}
     ids = set(range(settings.num_animals))
@@ -881,7 +881,7 @@ class _Dataset:
     """One preset's simulated animals as model input, with labels and waveform templates."""
 
     def __init__(self, preset: str, settings: BenchmarkSettings, progress_bar: bool):
-        from .simulate import simulate_dataset, simulate_templates
+        from ..simulation import simulate_dataset, simulate_templates
 
         sessions = simulate_dataset(
             preset,
@@ -1605,7 +1605,7 @@ def _figures(run: _Run, result: dict, out: Path) -> list[str]:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from .plots import plot_confusion_matrix, plot_embedding_map, save_figure
+    from ..plots import plot_confusion_matrix, plot_embedding_map, save_figure
 
     names = []
     first = run.settings.tested_animals[0]
@@ -1676,7 +1676,7 @@ def _speed_summary(speed: Sequence[dict], methods: Sequence[str]) -> dict:
 
 def _models_record(specs: Sequence[MethodSpec]) -> list[dict]:
     """File, name and sha256 of the model of every row that loads a model file."""
-    from .inference import resolve_model
+    from ..inference import resolve_model
 
     models = []
     for sp in specs:
@@ -1703,7 +1703,7 @@ def _machine() -> dict:
 
 def _write_outputs(out: Path, run: "_Run", result: dict) -> None:
     """Write ``predictions.json``, ``results.json`` and ``results.md`` of a run (each atomically)."""
-    from ._io import atomic_path, write_json
+    from .._io import atomic_path, write_json
 
     with atomic_path(out / "predictions.json") as tmp:
         tmp.write_text(json.dumps(run.predictions_record(), separators=(",", ":")) + "\n")
@@ -1967,7 +1967,7 @@ def rerun_benchmark(
     """
     import torch
 
-    from .inference import resolve_model
+    from ..inference import resolve_model
 
     log = log or (lambda _msg: None)
     t_start = time.perf_counter()

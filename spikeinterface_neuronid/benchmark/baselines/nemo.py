@@ -46,8 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import SpikeTrainSet
-from ..inference import torch_threads
+from ...data import SpikeTrainSet
+from ...inference import torch_threads
 
 __all__ = ["NEMO", "acg_lag_edges", "acg_3d", "log_acg_3d", "normalise_templates", "population_log_acgs"]
 
