@@ -40,7 +40,7 @@ def _worker(what: str, units: int, minutes: float, seed: int, model: str, n_jobs
     num_spikes = int(sorting.to_spike_vector().size)
     if what == "neuron_embedding":
         # load the model outside the timed region, as a warm session would have it
-        from spikeinterface_neuronid.inference import resolve_model
+        from spikeinterface_neuronid.models import resolve_model
 
         resolve_model(model)
     t0 = time.perf_counter()

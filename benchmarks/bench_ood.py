@@ -3,9 +3,9 @@
     python benchmarks/bench_ood.py                              # about 6 min on 1 thread
     python benchmarks/bench_ood.py --model /tmp/model.safetensors
 
-The shipped head was fitted on simulated Izhikevich populations (``benchmarks/fit_default_head.py``); real
+The shipped head was fitted on simulated Izhikevich populations (``tools/release/fit_default_head.py``); real
 units are never Izhikevich neurons. A head with an out-of-distribution check
-(:func:`~spikeinterface_neuronid.heads.fit_head`, ``ood_quantile``) answers ``"unknown"`` for units whose
+(:func:`~spikeinterface_neuronid.calibration.fit_head`, ``ood_quantile``) answers ``"unknown"`` for units whose
 embedding is far from the embeddings it was trained on. This benchmark measures how often the head abstains:
 
 1. **In distribution**: the evaluation animals 1000-1003 of the ``easy``, ``varied`` and ``hard`` presets
@@ -53,12 +53,14 @@ from pathlib import Path
 
 import numpy as np
 
+from spikeinterface_neuronid.simulation import EVALUATION_ANIMALS
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "spikeinterface_neuronid" / "default_model" / "neuronid-default.safetensors"
 RESULTS = ROOT / "benchmarks" / "results" / "ood.json"
 TASK = "firing_type"
 EVAL_PRESETS = ("easy", "varied", "hard")
-EVAL_ANIMALS = (1000, 1001, 1002, 1003)  # fit_default_head.EVAL_ANIMALS
+EVAL_ANIMALS = EVALUATION_ANIMALS  # the shipped models' evaluation animals, as in tools/release/fit_default_head.py
 DURATIONS_S = (480.0, 240.0)
 FAMILIES = ("poisson", "gamma", "lif", "adex")
 GAMMA_SHAPES = (0.3, 0.5, 2.0, 5.0, 10.0)
@@ -274,11 +276,12 @@ def embed(bundle, spike_times: list[np.ndarray], duration: float) -> np.ndarray:
 
 def session_counts(head, embedding: np.ndarray, kinds: list[str]) -> dict:
     """Per-session counts: units, embedded, unknown, out-of-distribution, low-confidence, labels; also per kind."""
-    from spikeinterface_neuronid.heads import UNKNOWN, head_outputs
+    from spikeinterface_neuronid.labeling import predict_task
+    from spikeinterface_neuronid.schema import UNKNOWN
 
-    out = head_outputs(head, embedding)
-    labels = np.asarray(out[f"{head.task}_label"]).astype(str)
-    conf = np.asarray(out[f"{head.task}_confidence"], dtype=np.float64)
+    out = predict_task(head, embedding)
+    labels = out.labels.astype(str)
+    conf = out.confidence.astype(np.float64)
     embedded = np.all(np.isfinite(embedding), axis=1)
     ood = head.is_ood(embedding)
     # sensitivity: the units flagged if the threshold were the 0.99 quantile of the held-out scores instead
@@ -287,7 +290,7 @@ def session_counts(head, embedding: np.ndarray, kinds: list[str]) -> dict:
     ood_q99 = np.isfinite(score) & (score > q99) if q99 is not None else np.zeros(len(embedding), dtype=bool)
     low = embedded & ~(conf >= head.threshold)
     best = np.full(len(labels), "", dtype=object)
-    proba = np.asarray(out[f"{head.task}_probabilities"], dtype=np.float64)
+    proba = out.probabilities.astype(np.float64)
     best[embedded] = np.asarray(head.classes)[np.argmax(proba[embedded], axis=1)]
     kinds = np.asarray(kinds, dtype=str)
 
@@ -428,7 +431,7 @@ def run(args) -> dict:
     t0 = time.perf_counter()
     bundle = ModelBundle.load(args.model)
     if TASK not in bundle.heads:
-        raise ValueError(f"{args.model} has no {TASK!r} head; fit one with benchmarks/fit_default_head.py")
+        raise ValueError(f"{args.model} has no {TASK!r} head; fit one with python -m tools.release.fit_default_head")
     head = bundle.heads[TASK]
     heads = dict(with_ood_check=head) if head.has_ood else {}
     heads["without_ood_check"] = head.without_ood()

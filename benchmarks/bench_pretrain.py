@@ -35,7 +35,6 @@ def main() -> None:
     import torch
 
     from spikeinterface_neuronid._io import write_json
-    from spikeinterface_neuronid.data import SpikeTrainSet
     from spikeinterface_neuronid.methods.nuclr import NuCLRConfig
     from spikeinterface_neuronid.simulation import simulate_dataset
     from spikeinterface_neuronid.training import pretrain
@@ -43,7 +42,7 @@ def main() -> None:
     t0 = time.perf_counter()
     sessions = simulate_dataset("easy", animals=[0, 1], num_neurons=200, duration_s=120.0, progress_bar=False)
     simulate_s = time.perf_counter() - t0
-    corpus = [SpikeTrainSet(s.spike_times, s.duration) for s in sessions]
+    corpus = [s.to_spike_train_set(covariates=False) for s in sessions]
     config = getattr(NuCLRConfig, args.config)()
     bundle, history = pretrain(
         corpus,

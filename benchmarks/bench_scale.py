@@ -32,7 +32,8 @@ def _worker(units: int, minutes: float, seed: int) -> dict:
     import torch
 
     from spikeinterface_neuronid.data import SpikeTrainSet
-    from spikeinterface_neuronid.inference import embed_populations, resolve_model
+    from spikeinterface_neuronid.inference import embed_populations
+    from spikeinterface_neuronid.models import resolve_model
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(seed)

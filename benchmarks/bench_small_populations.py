@@ -87,7 +87,7 @@ def main() -> None:
     from spikeinterface_neuronid._io import write_json
     from spikeinterface_neuronid.benchmark.baselines.features import SingleUnitFeatures
     from spikeinterface_neuronid.benchmark import hierarchical_bootstrap, pooled_scores
-    from spikeinterface_neuronid.inference import resolve_model
+    from spikeinterface_neuronid.models import resolve_model
     from spikeinterface_neuronid.simulation import simulate_dataset
 
     torch.set_num_threads(1)

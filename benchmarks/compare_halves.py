@@ -33,7 +33,8 @@ def main() -> None:
     import torch
 
     from spikeinterface_neuronid.benchmark import pooled_scores
-    from spikeinterface_neuronid.inference import embed_populations, resolve_model
+    from spikeinterface_neuronid.inference import embed_populations
+    from spikeinterface_neuronid.models import resolve_model
     from spikeinterface_neuronid.simulation import simulate_dataset
 
     torch.set_num_threads(1)

@@ -50,7 +50,6 @@ def main() -> None:
     import torch
 
     from spikeinterface_neuronid._io import write_json
-    from spikeinterface_neuronid.data import SpikeTrainSet
     from spikeinterface_neuronid.evaluation import linear_probe
     from spikeinterface_neuronid.inference import embed_populations
     from spikeinterface_neuronid.methods.neurpir import NeurPIRConfig
@@ -75,7 +74,7 @@ def main() -> None:
     print(f"simulated {sum(s.num_units for s in sessions)} units in {simulate_s:.1f} s", flush=True)
 
     config = NeurPIRConfig.cpu()
-    corpus = [SpikeTrainSet(s.spike_times, s.duration) for s in train_sessions]
+    corpus = [s.to_spike_train_set(covariates=False) for s in train_sessions]
     t0 = time.perf_counter()
     bundle, history = pretrain(
         corpus,
@@ -101,7 +100,7 @@ def main() -> None:
     def embed(group):
         xs, ys = [], []
         for s in group:
-            segment = SpikeTrainSet(s.spike_times, s.duration)
+            segment = s.to_spike_train_set(covariates=False)
             result = embed_populations(bundle, [segment], device=args.device, num_threads=args.threads)
             xs.append(result.embedding)
             ys.append(np.asarray(s.cell_type).astype(str))

@@ -3,10 +3,10 @@ the single-unit path (``[population-context half, single-unit half]``).
 
     python benchmarks/ood_density_variants.py MODEL.safetensors [--output FILE]
 
-Embeds, with MODEL, the ``firing_type`` head-training animals (``fit_default_head.HEAD_ANIMALS`` of every
+Embeds, with MODEL, the ``firing_type`` head-training animals (``tools.release.common.HEAD_ANIMALS`` of every
 preset), the held-out evaluation animals 1000-1003 and the out-of-distribution populations of
 ``bench_ood.py`` (seeds 100-105, 60 units; Poisson, gamma, LIF, AdEx). For each variant it fits the head's
-check exactly as ``fit_default_head.py`` does (:func:`~spikeinterface_neuronid.heads.fit_head` on the
+check exactly as ``fit_default_head.py`` does (:func:`~spikeinterface_neuronid.calibration.fit_head` on the
 training units, groups = animals, quantile 0.975) on what the variant's density sees, and reports the
 fraction of units :meth:`~spikeinterface_neuronid.heads.LinearHead.is_ood` flags:
 
@@ -28,18 +28,15 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+for _path in (HERE, HERE.parent):  # bench_ood next to this script; tools.release from the repository root
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 from bench_ood import embed, simulate_family  # noqa: E402
-from fit_default_head import (  # noqa: E402
-    EVAL_ANIMALS,
-    EVAL_PRESETS,
-    HEAD_ANIMALS,
-    HEAD_PRESETS,
-    OOD_QUANTILE,
-    TASK,
-)
+from tools.release.common import HEAD_ANIMALS  # noqa: E402
+from tools.release.fit_default_head import EVAL_PRESETS, HEAD_PRESETS, OOD_QUANTILE, TASK  # noqa: E402
+
+from spikeinterface_neuronid.simulation import EVALUATION_ANIMALS as EVAL_ANIMALS  # noqa: E402
 
 FAMILIES = ("poisson", "gamma", "lif", "adex")
 
@@ -65,7 +62,7 @@ def _projection(variant: str, train: np.ndarray, half: int):
 
 def flagged_rates(variant, train, labels, groups, sets, half) -> dict[str, float]:
     """Fraction of each set's units that the ``firing_type`` head's check, fitted on ``variant``, flags."""
-    from spikeinterface_neuronid.heads import fit_head
+    from spikeinterface_neuronid.calibration import fit_head
 
     project, columns = _projection(variant, train, half)
     head = fit_head(project(train), labels, TASK, groups=groups, ood_quantile=OOD_QUANTILE, ood_columns=columns)

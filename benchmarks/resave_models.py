@@ -79,13 +79,12 @@ def _add_record(scores: dict, record: dict) -> None:
 
 
 def main() -> None:
-    sys.path.insert(0, str(HERE))
-    from card import write_card
-    from train_default_model import EVAL_ANIMALS, VALIDATION_ANIMALS
-    from train_default_neurpir import CARD_FILE, MODEL_FILE, SCORES_FILE, model_card
+    sys.path.insert(0, str(ROOT))  # the card writer: tools/release/cards.py
+    from tools.release.cards import CARDS, write_card
 
-    from spikeinterface_neuronid._io import atomic_path, write_json
-    from spikeinterface_neuronid.bundle import ModelBundle
+    from spikeinterface_neuronid._io import write_json
+
+    MODEL_FILE, SCORES_FILE, _ = CARDS["neurpir"]
 
     default = MODEL_DIR / "neuronid-default.safetensors"
     record = resave(default)
@@ -98,7 +97,7 @@ def main() -> None:
         calibration = json.loads(CALIBRATION.read_text())
         _replace_sha(calibration, record["from_sha256"], record["to_sha256"], ("model_sha256",))
         write_json(CALIBRATION, calibration)
-    write_card(MODEL_DIR, EVAL_ANIMALS, VALIDATION_ANIMALS)
+    write_card(MODEL_DIR)
     print(f"{default.name}: {record['from_sha256'][:12]}… -> {record['to_sha256'][:12]}…")
 
     neurpir = MODEL_DIR / MODEL_FILE
@@ -109,10 +108,7 @@ def main() -> None:
     scores["file_sha256"] = hashlib.sha256(neurpir.read_bytes()).hexdigest()
     _add_record(scores, record)
     write_json(scores_path, scores)
-    bundle = ModelBundle.load(neurpir)
-    with atomic_path(MODEL_DIR / CARD_FILE) as tmp:
-        tmp.write_text(model_card(bundle, scores), encoding="utf-8")
-    bundle.save_model_info(neurpir)
+    write_card(MODEL_DIR, "neurpir")
     print(f"{neurpir.name}: {record['from_sha256'][:12]}… -> {record['to_sha256'][:12]}…")
 
 

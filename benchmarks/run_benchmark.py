@@ -14,7 +14,7 @@ The kept rows drawn in the figures are refitted on their first test animal (for 
 checks that the current code still reproduces their stored predictions; ``--verify-kept`` checks every kept
 row that way (about one fold's cost per row).
 
-The full run needs the ablation models (``python benchmarks/train_default_model.py --ablations``); it
+The full run needs the ablation models (``python -m tools.release.train_default_model --ablations``); it
 stops at once, naming the missing file, if one is absent. It also replaces the README's quoted tables
 (between the ``benchmark-table`` markers) with the ``hard`` and ``varied`` tables, the difference table
 and the verdicts of its ``results.json``, so the README never holds a hand-typed number.

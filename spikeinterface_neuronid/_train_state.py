@@ -34,7 +34,6 @@ METADATA_KEY = "spikeinterface_neuronid.training_state"
 HISTORY_KEYS = ("loss", "lr", "step_time_s", "num_pairs", "checkpoints")
 
 
-
 class TrainingStateError(ValueError):
     """A training-state file cannot be resumed from (corrupted, another format, or another run's settings)."""
 
@@ -140,9 +139,13 @@ def load_state(path: str | Path, settings: Mapping[str, Any]) -> dict[str, Any]:
             raw = (f.metadata() or {}).get(METADATA_KEY)
             tensors = {key: f.get_tensor(key) for key in f.keys()}
     except Exception as err:  # safetensors raises its own error types
-        raise TrainingStateError(f"{target} is not a readable training-state file (corrupted or truncated: {err})") from None
+        raise TrainingStateError(
+            f"{target} is not a readable training-state file (corrupted or truncated: {err})"
+        ) from None
     if raw is None:
-        raise TrainingStateError(f"{target} is a safetensors file but not a pretrain training state (no '{METADATA_KEY}')")
+        raise TrainingStateError(
+            f"{target} is a safetensors file but not a pretrain training state (no '{METADATA_KEY}')"
+        )
     try:
         meta = json.loads(raw)
     except json.JSONDecodeError as err:

@@ -39,7 +39,7 @@ import json
 import struct
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 import torch
 from safetensors.torch import load as _safetensors_load
@@ -277,7 +277,7 @@ class ModelBundle:
         return MappingProxyType(self._heads)
 
     def add_head(self, head: LinearHead, overwrite: bool = False) -> None:
-        """Add a task head (e.g. from :func:`~spikeinterface_neuronid.heads.fit_head`); it is saved with the model.
+        """Add a task head (e.g. from :func:`~spikeinterface_neuronid.calibration.fit_head`); it is saved with the model.
 
         The model's :attr:`sha256` changes: predictions of the ``neuron_embedding`` extension computed with the
         head-less model are not reused.
@@ -376,147 +376,6 @@ class ModelBundle:
         """Number of encoder weights."""
         return int(sum(v.numel() for v in self.state_dict.values()))
 
-    def model_card(self) -> str:
-        """A human-readable markdown model card generated from the file's metadata.
-
-        Returns
-        -------
-        str
-            Markdown: identity and checksum, architecture, training provenance, and each task head with its
-            classes, calibration temperature, abstention threshold and fit provenance. It opens with Hugging
-            Face style YAML front matter (``library_name``, tags, ``model_format: safetensors``, the checksum,
-            the method, the package versions and each head's classes); fill in ``license`` before publishing.
-        """
-        meta = self.metadata()
-        lines = [
-            *self.front_matter(),
-            f"# Model card: {self.name}",
-            "",
-            f"- **Method:** `{self.method}`; {self.num_parameters():,} encoder parameters",
-            f"- **SHA-256 (weights, config and heads):** `{self.sha256}`",
-            f"- **Created:** {self.created} with spikeinterface-neuronid {self.package_version}",
-            "",
-            "## Configuration",
-            "",
-            "| key | value |",
-            "|---|---|",
-            *(f"| `{k}` | `{v}` |" for k, v in meta["config"].items()),
-            "",
-            "## Provenance",
-            "",
-            "```json",
-            json.dumps(self.provenance, indent=2, sort_keys=True),
-            "```",
-        ]
-        for task, head in sorted(self._heads.items()):
-            lines += [
-                "",
-                f"## Head `{task}`",
-                "",
-                f"- **Classes:** {', '.join(head.classes)} (label `unknown` when the largest calibrated "
-                f"probability is below {head.threshold:g})",
-                f"- **Calibration temperature:** {head.temperature:.4g}",
-            ]
-            if head.has_ood:
-                lines.append(
-                    f"- **Out-of-distribution check:** `unknown` when the embedding's out-of-distribution score "
-                    f"(negative log-density under a {head.ood_location.shape[0]}-component Gaussian mixture of "
-                    f"the training embeddings) exceeds {head.ood_threshold:.4g}"
-                )
-            if head.provenance:
-                lines += ["", "```json", json.dumps(head.provenance, indent=2, sort_keys=True, default=str), "```"]
-        return "\n".join(lines) + "\n"
-
-    def _package_versions(self) -> dict[str, str]:
-        """The package version that made the model, and the torch, numpy and Python versions writing its card."""
-        import platform
-
-        import numpy
-
-        versions = {"spikeinterface_neuronid": self.package_version, "torch": torch.__version__}
-        versions.update(numpy=numpy.__version__, python=platform.python_version())
-        return versions
-
-    def model_info(self, file_name: str | None = None) -> dict:
-        """A JSON-able summary to publish next to the model file (like SpikeInterface's ``model_info.json``).
-
-        Parameters
-        ----------
-        file_name : str | None, default: None
-            The model file's name, recorded under ``"file"``.
-
-        Returns
-        -------
-        dict
-            ``name``, ``method``, ``sha256`` (the identity, :func:`model_sha256`), ``file``, ``file_format``,
-            ``format_version``, ``created``, ``embedding_dim``, ``num_parameters``, ``package_versions``,
-            ``label_classes`` (each head's classes in probability-column order; ``"unknown"`` is the abstention),
-            ``heads`` (classes, temperature, threshold) and the ``config``. Everything in it is also in the file.
-        """
-        return dict(
-            model_info_version=1,
-            name=self.name,
-            method=self.method,
-            sha256=self.sha256,
-            file=file_name,
-            file_format="safetensors",
-            format_version=FORMAT_VERSION,
-            created=self.created,
-            embedding_dim=getattr(self.config, "embedding_dim", None),
-            num_parameters=self.num_parameters(),
-            package_versions=self._package_versions(),
-            label_classes={task: list(head.classes) for task, head in sorted(self._heads.items())},
-            heads={
-                task: dict(classes=list(head.classes), temperature=head.temperature, threshold=head.threshold)
-                for task, head in sorted(self._heads.items())
-            },
-            config=self.config.to_dict(),
-        )
-
-    def save_model_info(self, model_path: str | Path) -> Path:
-        """Write :meth:`model_info` as ``<model stem>.model_info.json`` next to ``model_path`` (atomically)."""
-        from ._io import write_json
-
-        model_path = Path(model_path)
-        path = model_path.with_name(f"{model_path.stem}.model_info.json")
-        write_json(path, self.model_info(model_path.name))
-        return path
-
-    def front_matter(self, license: str = "unknown  # set before publishing", extra: Sequence[str] = ()) -> list[str]:
-        """Hugging Face style YAML front matter of a model card, as lines (JSON-quoted scalars are valid YAML).
-
-        Parameters
-        ----------
-        license : str, default: "unknown  # set before publishing"
-            The ``license`` value.
-        extra : sequence of str, default: ()
-            Further YAML lines (e.g. a ``model-index`` of measured metrics), placed before the closing ``---``.
-
-        Returns
-        -------
-        list of str
-            ``---``, the keys (library, tags, format, name, method, checksum, creation time, package versions,
-            label classes per head), ``extra``, ``---`` and an empty line.
-        """
-        versions = self._package_versions()
-        heads = {task: list(head.classes) for task, head in sorted(self._heads.items())}
-        return [
-            "---",
-            f"license: {license}",
-            "library_name: spikeinterface-neuronid",
-            "tags: [neuroscience, electrophysiology, spike-sorting, spikeinterface, nwb, self-supervised]",
-            "model_format: safetensors",
-            f"model_name: {json.dumps(self.name)}",
-            f"method: {json.dumps(self.method)}",
-            f"sha256: {self.sha256}",
-            f"created: {json.dumps(self.created)}",
-            f"package_versions: {json.dumps(versions)}",
-            f"label_classes: {json.dumps(heads)}",
-            *extra,
-            "---",
-            "",
-        ]
-
     def __repr__(self) -> str:
         heads = f", heads={sorted(self._heads)}" if self._heads else ""
         return (
@@ -541,8 +400,11 @@ class ModelBundle:
             ``path``.
         """
         path = Path(path).expanduser()
-        metadata = {METADATA_KEY: json.dumps(self.metadata(), sort_keys=True)}
-        data = _safetensors_save(self.tensors(), metadata=metadata)
+        tensors, meta = self.tensors(), self.metadata()
+        # the identity of what is written: a file read with a config that lacked fields added since is written
+        # with every field, so its checksum is recomputed rather than the loaded file's carried over
+        meta["sha256"] = model_sha256(tensors, self.method, meta["config"], meta.get("heads") or {})
+        data = _safetensors_save(tensors, metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 f.write(data)

@@ -1,25 +1,20 @@
-"""Command line: ``neuronid demo``, ``pretrain``, ``benchmark``, ``annotate`` and ``label`` (:func:`build_parser`)."""
+"""Command line: ``neuronid demo``, ``pretrain``, ``benchmark``, ``annotate`` and ``label`` (:func:`build_parser`).
+
+This module only parses the arguments and dispatches (:func:`main`); each command's work is a function of the module
+that owns it: :func:`~spikeinterface_neuronid.demo.demo_command`,
+:func:`~spikeinterface_neuronid.commands.pretrain_command`, :func:`~spikeinterface_neuronid.commands.benchmark_command`,
+:func:`~spikeinterface_neuronid.nwb.annotate.annotate_command` and :func:`~spikeinterface_neuronid.phy.label_command`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
-import time
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["main", "build_parser", "run_demo", "DEMO_ANIMALS"]
-
-#: Task name of the head the demo fits on the labelled animals (the labelling workflow).
-WORKFLOW_TASK = "cell_type"
-
-#: Simulated animals used by the demo; the default model is pretrained on other animal seeds.
-DEMO_ANIMALS = (1000, 1001, 1002, 1003)
-#: Task head whose zero-shot labels the demo scores when the model has it.
-DEMO_HEAD_TASK = "firing_type"
+__all__ = ["main", "build_parser"]
 
 
 def _parse_range(text: str) -> list[int]:
@@ -35,305 +30,6 @@ def _parse_range(text: str) -> list[int]:
     if not values:
         raise argparse.ArgumentTypeError(f"expected animal ids like '0-15' or '0,3,7', got {text!r}")
     return values
-
-
-def run_demo(
-    output: str | Path = "neuronid_demo_output",
-    preset: str = "easy",
-    animals: Sequence[int] = DEMO_ANIMALS,
-    model: str = "default",
-    progress_bar: bool = True,
-    simulate_kwargs: dict | None = None,
-) -> dict:
-    """Simulate held-out animals, embed their units, probe cell types on an unseen animal.
-
-    The linear probe (StandardScaler + balanced logistic regression) is trained on the units of all
-    animals but the last and tested on the last one, which the default model never saw in pretraining.
-    If the model has a ``firing_type`` task head (its classes are the simulator's cell types), the head's
-    zero-shot labels of the test animal (no probe fitted) are scored too: macro-F1 over the test units
-    (a unit labelled ``"unknown"`` counts as wrong) and the fraction labelled ``"unknown"``.
-
-    Parameters
-    ----------
-    output : str | Path, default: "neuronid_demo_output"
-        Folder for ``demo_metrics.json``, ``embedding_map.png`` and ``confusion_matrix.png`` (true cell types
-        of the test animal against the probe's predictions, and the head's when the model has one).
-    preset : str, default: "easy"
-        Simulator preset.
-    animals : sequence of int, default: DEMO_ANIMALS
-        Animal seeds; the last one is the test animal.
-    model : str, default: "default"
-        Model to embed with.
-    progress_bar : bool, default: True
-        Show progress bars.
-    simulate_kwargs : dict | None, default: None
-        Extra keyword arguments of :func:`~spikeinterface_neuronid.simulation.simulate_sorting`
-        (e.g. ``num_neurons``, ``duration_s``); None keeps the preset's defaults.
-
-    Returns
-    -------
-    dict
-        The metrics written to ``demo_metrics.json``; with a ``firing_type`` head also ``head_task``,
-        ``head_macro_f1``, ``head_fraction_unknown`` and ``head_num_test_units``.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import spikeinterface.core as si
-
-    import spikeinterface_neuronid  # noqa: F401  (registers the extension)
-
-    from ._io import write_json
-    from .evaluation import linear_probe
-    from .inference import resolve_model
-    from .plots import plot_confusion_matrix, plot_embedding_map, save_figure
-    from .simulation import simulate_sorting
-
-    if len(animals) < 2:
-        raise ValueError("the demo needs at least two animals: probe training animals and one test animal")
-    output = Path(output)
-    bundle = resolve_model(model)
-    head_task = DEMO_HEAD_TASK if DEMO_HEAD_TASK in bundle.heads else None
-    seen = set(bundle.provenance.get("animals", []))
-    overlap = sorted(seen & set(animals))
-    if overlap:
-        raise ValueError(f"animals {overlap} were used to pretrain the model; choose held-out animal seeds")
-
-    t0 = time.perf_counter()
-    embeddings, cell_types, animal_of, head_labels = [], [], [], []
-    analyzer = None
-    for animal in animals:
-        print(f"simulating animal {animal} ({preset}) ...", flush=True)
-        recording, sorting = simulate_sorting(
-            preset, animal=animal, session=0, with_recording=True, **(simulate_kwargs or {})
-        )
-        analyzer = si.create_sorting_analyzer(sorting, recording, format="memory", sparse=False)
-        ext = analyzer.compute("neuron_embedding", model=model, progress_bar=progress_bar, n_jobs=-1)
-        embeddings.append(ext.get_data())
-        if head_task is not None:
-            head_labels.append(np.asarray(ext.data[f"{head_task}_label"]).astype(str))
-        cell_types.append(np.asarray(analyzer.sorting.get_property("cell_type")).astype(str))
-        animal_of.append(np.full(analyzer.get_num_units(), animal))
-    x, y, animal_of = np.concatenate(embeddings), np.concatenate(cell_types), np.concatenate(animal_of)
-    test = animal_of == animals[-1]
-    result = linear_probe(x[~test], y[~test], x[test], y[test])
-    elapsed = time.perf_counter() - t0
-
-    print(f"\nCell types of unseen animal {animals[-1]} (probe trained on animals {list(animals[:-1])}):")
-    print(result.table())
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
-    ok = np.all(np.isfinite(x), axis=1)
-    plot_embedding_map(x[ok], y[ok], ax=axes[0], title=f"All {ok.sum()} units, true type")
-    test_ok = ok & test
-    plot_embedding_map(x[test_ok], result.predictions, ax=axes[1], title=f"Animal {animals[-1]}, predicted type")
-    fig.suptitle(f"neuron_embedding ({bundle.name}), simulated '{preset}' animals never seen in pretraining")
-    figure = save_figure(fig, output / "embedding_map.png")
-    plt.close(fig)
-
-    head_metrics: dict = {}
-    head_pred = None
-    if head_task is not None:
-        from sklearn.metrics import f1_score
-
-        from .heads import UNKNOWN
-
-        head_pred = np.concatenate(head_labels)[test]
-        y_test = y[test]
-        head_metrics = dict(
-            head_task=head_task,
-            head_macro_f1=float(
-                f1_score(y_test, head_pred, labels=sorted(set(y_test)), average="macro", zero_division=0)
-            ),
-            head_fraction_unknown=float(np.mean(head_pred == UNKNOWN)),
-            head_num_test_units=int(test.sum()),
-        )
-        print(
-            f"\n'{head_task}' head of the model, zero-shot on animal {animals[-1]} (no probe): macro-F1 "
-            f"{head_metrics['head_macro_f1']:.3f}, {100 * head_metrics['head_fraction_unknown']:.0f} % 'unknown'"
-        )
-
-    workflow = _labelling_workflow(model, analyzer, x[~test], y[~test], animal_of[~test], output)
-    print(
-        f"\nLabelling workflow: a '{WORKFLOW_TASK}' head fitted on the labelled units of animals "
-        f"{list(animals[:-1])}, saved with the model to {workflow['workflow_model']}, labels animal "
-        f"{animals[-1]} via neuronid_label_units: accuracy {workflow['workflow_accuracy']:.3f} on the "
-        f"labelled units, {100 * workflow['workflow_fraction_unknown']:.0f} % 'unknown'"
-    )
-
-    classes = sorted(set(y))
-    panels = 1 if head_pred is None else 2
-    fig, axes = plt.subplots(1, panels, figsize=(1.5 + 4.2 * panels, 4.2), squeeze=False)
-    plot_confusion_matrix(
-        y[test_ok], result.predictions, classes=classes, ax=axes[0, 0], title=f"Linear probe, animal {animals[-1]}"
-    )
-    if head_pred is not None:
-        plot_confusion_matrix(
-            y[test], head_pred, classes=classes, ax=axes[0, 1], title=f"'{head_task}' head (zero-shot)"
-        )
-    fig.tight_layout()
-    confusion_figure = save_figure(fig, output / "confusion_matrix.png")
-    plt.close(fig)
-
-    metrics = dict(
-        task="cell_type",
-        preset=preset,
-        probe_animals=[int(a) for a in animals[:-1]],
-        test_animal=int(animals[-1]),
-        model=bundle.name,
-        model_sha256=bundle.sha256,
-        num_train_units=int((~test).sum()),
-        num_test_units=int(test.sum()),
-        seconds=round(elapsed, 1),
-        **result.to_dict(),
-        **head_metrics,
-        **workflow,
-    )
-    write_json(output / "demo_metrics.json", metrics)
-    print(f"\nmacro-F1 {result.macro_f1:.3f}, balanced accuracy {result.balanced_accuracy:.3f} in {elapsed:.0f} s")
-    print(f"wrote {figure}, {confusion_figure} and {output / 'demo_metrics.json'}")
-    from .nwb.annotate import write_demo_nwb
-
-    nwb_file = write_demo_nwb(analyzer, output / f"sub-{animals[-1]}_ses-0.nwb", animals[-1], preset)
-    if nwb_file is not None:
-        print(f"wrote {nwb_file} (units, no embeddings): try `neuronid annotate {nwb_file} -o annotated`")
-    return metrics
-
-
-def _labelling_workflow(model: str, test_analyzer, train_x, train_y, train_groups, output: Path) -> dict:
-    """Fit a head on labelled units, save it with the model, label a new analyzer with it (issue: labels)."""
-    from .bundle import ModelBundle
-    from .heads import UNKNOWN, fit_head
-    from .inference import default_model_path
-    from .labeling import neuronid_label_units
-
-    # a fresh copy: resolve_model() returns a cached bundle shared by the session
-    bundle = ModelBundle.load(default_model_path() if model in (None, "default") else model)
-    # calibrate on whole held-out animals when there are several, else on held-out units
-    groups = train_groups if len(np.unique(train_groups)) > 1 else None
-    head = fit_head(
-        train_x, train_y, task=WORKFLOW_TASK, groups=groups, seed=0, ood_columns=bundle.config.context_dim
-    )
-    bundle.add_head(head, overwrite=True)
-    model_file = bundle.save(output / f"neuronid-demo-{WORKFLOW_TASK}.safetensors")
-    labels = neuronid_label_units(test_analyzer, model=str(model_file), tasks=[WORKFLOW_TASK], progress_bar=False)
-    predicted = labels[f"{WORKFLOW_TASK}_label"].to_numpy().astype(str)
-    truth = np.asarray(test_analyzer.sorting.get_property("cell_type")).astype(str)
-    answered = predicted != UNKNOWN
-    return dict(
-        workflow_model=str(model_file),
-        workflow_accuracy=float(np.mean(predicted[answered] == truth[answered])) if answered.any() else float("nan"),
-        workflow_fraction_unknown=float(np.mean(~answered)),
-    )
-
-
-def _input_corpus(args: argparse.Namespace):
-    """The lazy corpus of ``neuronid pretrain``'s inputs (NWB files, folders of them, analyzer folders)."""
-    from .streaming import LazyCorpus, expand_sources
-
-    return LazyCorpus(expand_sources(args.inputs), cache_size=args.cache_sessions)
-
-
-def _pretrain_command(args: argparse.Namespace) -> int:
-    from . import training
-    from .inference import resolve_model
-
-    provenance: dict = {}
-    if args.simulated:
-        from .simulation import simulate_dataset
-
-        sizes = {k: v for k, v in dict(num_neurons=args.num_neurons, duration_s=args.duration_s).items() if v}
-        sessions = simulate_dataset(
-            args.simulated, animals=args.animals, sessions_per_animal=args.sessions, progress_bar=True, **sizes
-        )
-        from .data import SpikeTrainSet
-
-        corpus = [SpikeTrainSet(s.spike_times, s.duration) for s in sessions]
-        provenance = dict(
-            data="simulated Izhikevich populations (spikeinterface_neuronid.simulation)",
-            preset=args.simulated,
-            animals=list(args.animals),
-            sessions_per_animal=args.sessions,
-            num_sessions=len(corpus),
-            num_units=int(sum(s.num_units for s in corpus)),
-        )
-    else:
-        corpus = args.corpus if getattr(args, "corpus", None) is not None else _input_corpus(args)
-        kinds = set(corpus.kinds)
-        data = {frozenset({"analyzer"}): "sorting analyzers", frozenset({"nwb"}): "NWB files"}.get(
-            frozenset(kinds), "NWB files and sorting analyzers"
-        )
-        provenance = dict(data=data, sources=[str(p) for p in corpus.sources], num_sessions=len(corpus))
-    provenance["command"] = "neuronid " + " ".join(args.argv)
-    init = resolve_model(args.init) if args.init else None
-    config = None
-    if init is None:
-        from .methods import get_method
-
-        method = get_method(args.method)
-        config = getattr(method.Config, args.config)()
-    from ._train_state import TrainingStateError
-
-    try:
-        bundle, history = training.pretrain(
-            corpus,
-            config=config,
-            method=args.method,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            seed=args.seed,
-            init=init,
-            device=args.device,
-            name=args.name,
-            provenance=provenance,
-            checkpoint_every=args.checkpoint_every if args.checkpoint else None,
-            checkpoint_path=args.checkpoint,
-            resume_from=args.checkpoint if args.resume else None,
-        )
-    except TrainingStateError as err:
-        print(f"neuronid pretrain: error: --resume: {err}", file=sys.stderr)
-        return 2
-    if history.get("rank", 0) != 0:
-        return 0  # under torchrun every rank holds the same weights; rank 0 writes the file
-    path = bundle.save(args.output)
-    from ._io import atomic_path
-
-    with atomic_path(path.with_suffix(".md")) as tmp:
-        tmp.write_text(bundle.model_card())
-    bundle.save_model_info(path)
-    losses = np.asarray(history["loss"])
-    k = max(1, len(losses) // 10)
-    print(f"loss {losses[:k].mean():.3f} -> {losses[-k:].mean():.3f}; wrote {path} (sha256 {bundle.sha256[:12]}…)")
-    return 0
-
-
-def _benchmark_command(args: argparse.Namespace) -> int:
-    from .benchmark import run_benchmark, settings_from_args
-
-    options = dict(
-        presets="--presets", transductive_seeds="--seeds", test_animals="--test-animals", methods="--methods"
-    )
-    try:
-        settings = settings_from_args(
-            args.quick,
-            presets=tuple(args.presets) if args.presets else None,
-            transductive_seeds=tuple(args.seeds) if args.seeds else None,
-            test_animals=tuple(args.test_animals) if args.test_animals else None,
-            methods=tuple(args.methods) if args.methods else None,
-        )
-    except ValueError as err:
-        print(f"neuronid benchmark: {_cli_terms(str(err), options)}", file=sys.stderr)
-        return 2
-    try:
-        run_benchmark(
-            args.output, settings, command="neuronid " + " ".join(args.argv), progress_bar=not args.no_progress
-        )
-    except (RuntimeError, FileNotFoundError) as err:
-        print(f"neuronid benchmark: {err}", file=sys.stderr)
-        return 1
-    return 0
 
 
 def _positive(kind: type) -> Callable[[str], float | int]:
@@ -360,13 +56,6 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
     return value
-
-
-def _cli_terms(message: str, names: dict[str, str]) -> str:
-    """``message`` with Python parameter names replaced by the command-line options that set them."""
-    for python_name, option in names.items():
-        message = re.sub(rf"\b{re.escape(python_name)}\b", option, message)
-    return message
 
 
 #: Help text of --model (demo, annotate, label).
@@ -596,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_model_option(parser: argparse.ArgumentParser, model: str, option: str = "--model") -> None:
     """Exit with a usage error naming ``option`` when ``model`` cannot be loaded."""
-    from .inference import resolve_model
+    from .models import resolve_model
 
     try:
         resolve_model(model)
@@ -609,13 +298,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    args.argv = argv
+    command_line = "neuronid " + " ".join(argv)
     commands = {action.dest: action for action in parser._actions if isinstance(action, argparse._SubParsersAction)}
     subparser = commands["command"].choices[args.command]
     if args.command == "demo":
         _check_model_option(subparser, args.model)
-        metrics = run_demo(args.output, preset=args.preset, model=args.model, progress_bar=not args.no_progress)
-        return 0 if np.isfinite(metrics["macro_f1"]) else 1
+        from .demo import demo_command
+
+        return demo_command(args.output, preset=args.preset, model=args.model, progress_bar=not args.no_progress)
     if args.command == "pretrain":
         if args.resume and not args.checkpoint:
             subparser.error("--resume needs --checkpoint PATH (the checkpoint of the run to continue)")
@@ -636,16 +326,53 @@ def main(argv: Sequence[str] | None = None) -> int:
             config_class = get_method(args.method).Config
             if not callable(getattr(config_class, args.config, None)):
                 subparser.error(f"--config {args.config}: not a config preset of --method {args.method}")
+        from .commands import input_corpus, pretrain_command
+
+        corpus = None
         if not args.simulated:
             from .streaming import CorpusSourceError
 
-            try:  # only metadata is read here; a source that fails later names itself in the error
-                args.corpus = _input_corpus(args)
+            try:
+                corpus = input_corpus(args.inputs, args.cache_sessions)
             except (FileNotFoundError, CorpusSourceError) as err:
                 subparser.error(str(err))
-        return _pretrain_command(args)
+        return pretrain_command(
+            args.output,
+            command=command_line,
+            inputs=args.inputs,
+            corpus=corpus,
+            simulated=args.simulated,
+            animals=args.animals,
+            sessions=args.sessions,
+            num_neurons=args.num_neurons,
+            duration_s=args.duration_s,
+            method=args.method,
+            config=args.config,
+            init=args.init,
+            cache_sessions=args.cache_sessions,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            checkpoint=args.checkpoint,
+            checkpoint_every=args.checkpoint_every,
+            resume=args.resume,
+            device=args.device,
+            name=args.name,
+        )
     if args.command == "benchmark":
-        return _benchmark_command(args)
+        from .commands import benchmark_command
+
+        return benchmark_command(
+            args.output,
+            command=command_line,
+            quick=args.quick,
+            presets=args.presets,
+            seeds=args.seeds,
+            test_animals=args.test_animals,
+            methods=args.methods,
+            progress_bar=not args.no_progress,
+        )
     if args.command == "annotate":
         from .nwb.annotate import annotate_command
 

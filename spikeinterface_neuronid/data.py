@@ -16,6 +16,7 @@ __all__ = [
     "WindowSpec",
     "SpikeTrainSet",
     "ViewPair",
+    "check_covariates",
     "inference_window_starts",
     "sample_view_pair",
     "waveform_input",
@@ -144,7 +145,7 @@ class SpikeTrainSet:
         self.covariates: np.ndarray | None = None
         self.covariate_rate_hz: float | None = None
         if covariates is not None or covariate_rate_hz is not None:
-            self.covariates, self.covariate_rate_hz = _check_covariates(covariates, covariate_rate_hz, duration)
+            self.covariates, self.covariate_rate_hz = check_covariates(covariates, covariate_rate_hz, duration)
         self.waveforms: np.ndarray | None = None
         self.waveform_sampling_frequency = float(waveform_sampling_frequency)
         self.waveform_nbefore: int | None = None
@@ -282,28 +283,62 @@ def waveform_input(trains: SpikeTrainSet, units: np.ndarray) -> tuple[np.ndarray
     return out, present
 
 
-def _check_covariates(covariates, rate, duration: float) -> tuple[np.ndarray, float]:
-    if covariates is None or rate is None:
-        raise ValueError("give covariates and covariate_rate_hz together")
-    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)):
-        raise ValueError(f"covariate_rate_hz must be a positive number of Hz, got {rate!r}")
-    rate = float(rate)
-    if not np.isfinite(rate) or rate <= 0:
-        raise ValueError(f"covariate_rate_hz must be a positive finite number of Hz, got {rate!r}")
-    covariates = np.asarray(covariates)
-    if covariates.ndim != 2 or covariates.shape[1] < 1:
-        raise ValueError(f"covariates must be a 2-D array (n_samples, k) with k >= 1, got shape {covariates.shape}")
-    if not np.issubdtype(covariates.dtype, np.number) or np.issubdtype(covariates.dtype, np.complexfloating):
-        raise ValueError(f"covariates must be real numbers, got dtype {covariates.dtype}")
-    if not np.all(np.isfinite(covariates)):
-        raise ValueError("covariates have non-finite values (NaN or inf); fill or remove them first")
-    needed = int(np.ceil(duration * rate - 1e-6))
-    if covariates.shape[0] < needed:
+def check_covariates(
+    covariates, rate_hz, duration: float | None = None, *, name: str = "covariates"
+) -> tuple[np.ndarray, float]:
+    """Validate covariates (stimulus, behaviour) sampled at ``rate_hz``: the one check every entry point uses.
+
+    Parameters
+    ----------
+    covariates : array-like
+        ``(n_samples, k)`` real values, sample ``i`` covering ``[i, i + 1) / rate_hz`` s from the segment start.
+    rate_hz : float
+        Sampling rate of the covariates in Hz.
+    duration : float | None, default: None
+        Duration of the segment in seconds; the samples must cover it. None: not checked.
+    name : str, default: "covariates"
+        How the covariates are named in error messages (e.g. ``"covariates[1]"``).
+
+    Returns
+    -------
+    tuple of np.ndarray and float
+        The covariates (``np.asarray``, dtype unchanged) and the rate as a float.
+
+    Raises
+    ------
+    TypeError
+        If the rate is not a number or the values are not real numbers.
+    ValueError
+        If one of the two is missing, the rate is not positive and finite, the array is not a non-empty 2-D
+        array, has NaN or infinite values, or does not cover ``duration``.
+    """
+    if covariates is None or rate_hz is None:
         raise ValueError(
-            f"covariates have {covariates.shape[0]} samples at {rate:g} Hz ({covariates.shape[0] / rate:g} s); "
-            f"they must cover the duration ({duration:g} s, {needed} samples)"
+            f"give {name} and covariate_rate_hz together (covariate_rate_hz is the sampling rate of the covariate "
+            "samples in Hz)"
         )
-    return covariates, rate
+    if isinstance(rate_hz, bool) or not isinstance(rate_hz, (int, float, np.integer, np.floating)):
+        raise TypeError(f"covariate_rate_hz must be a number of Hz, got {rate_hz!r}")
+    rate = float(rate_hz)
+    if not np.isfinite(rate) or rate <= 0:
+        raise ValueError(f"covariate_rate_hz must be a positive finite number of Hz, got {rate_hz!r}")
+    values = np.asarray(covariates)
+    if values.ndim == 1:
+        raise ValueError(f"{name} must be 2-D (n_samples, k); for one channel use values[:, None]")
+    if values.ndim != 2 or values.shape[0] == 0 or values.shape[1] == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D array (n_samples, k), got shape {values.shape}")
+    if not np.issubdtype(values.dtype, np.number) or np.issubdtype(values.dtype, np.complexfloating):
+        raise TypeError(f"{name} must hold real numbers, got dtype {values.dtype}")
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{name} has NaN or infinite (non-finite) values; fill or interpolate them first")
+    if duration is not None:
+        needed = int(np.ceil(duration * rate - 1e-6))
+        if values.shape[0] < needed:
+            raise ValueError(
+                f"{name} have {values.shape[0]} samples at {rate:g} Hz ({values.shape[0] / rate:g} s); "
+                f"they must cover the duration ({duration:g} s, {needed} samples)"
+            )
+    return values, rate
 
 
 def inference_window_starts(duration: float, window_s: float) -> np.ndarray:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
-__all__ = ["ProbeResult", "linear_probe"]
+__all__ = ["ProbeResult", "linear_probe", "expected_calibration_error"]
 
 
 @dataclass
@@ -104,3 +105,61 @@ def linear_probe(
         confusion=confusion_matrix(test_y, pred, labels=classes),
         predictions=pred,
     )
+
+
+def _is_missing(label) -> bool:
+    if label is None:
+        return True
+    if isinstance(label, (float, np.floating)) and np.isnan(label):
+        return True
+    return str(label) in ("", "nan", "None")
+
+
+def _label_strings(labels, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels as str (``""`` where missing) and the mask of labelled entries."""
+    labels = list(labels) if not isinstance(labels, np.ndarray) else list(labels.tolist())
+    if len(labels) != n:
+        raise ValueError(f"got {len(labels)} labels for {n} units: there must be one label (or None) per unit")
+    missing = np.array([_is_missing(v) for v in labels], dtype=bool)
+    out = np.array(["" if m else str(v) for v, m in zip(labels, missing)], dtype=object)
+    return out, ~missing
+
+
+def expected_calibration_error(proba, y, classes: Sequence[str], n_bins: int = 10) -> float:
+    """Expected calibration error of the top label: ``sum_b |accuracy_b - confidence_b| * n_b / n``.
+
+    Units are binned by their largest probability into ``n_bins`` equal-width bins over [0, 1].
+
+    Parameters
+    ----------
+    proba : array-like
+        ``(n, n_classes)`` probabilities, columns in ``classes`` order; NaN rows are skipped.
+    y : sequence
+        True label of each unit; missing labels (None, ``""``, NaN) are skipped.
+    classes : sequence of str
+        Class names of the columns.
+    n_bins : int, default: 10
+        Number of confidence bins.
+
+    Returns
+    -------
+    float
+        ECE in [0, 1]; NaN if no unit is left.
+    """
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.ndim != 2 or proba.shape[1] != len(classes):
+        raise ValueError(f"proba must have shape (n, {len(classes)}), got {proba.shape}")
+    y_str, labelled = _label_strings(y, proba.shape[0])
+    ok = labelled & np.all(np.isfinite(proba), axis=1)
+    if not np.any(ok):
+        return float("nan")
+    proba, y_str = proba[ok], y_str[ok].astype(str)
+    conf = np.max(proba, axis=1)
+    correct = np.asarray(classes, dtype=str)[np.argmax(proba, axis=1)] == y_str
+    bins = np.minimum((conf * n_bins).astype(np.int64), n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        in_bin = bins == b
+        if np.any(in_bin):
+            ece += abs(float(np.mean(correct[in_bin])) - float(np.mean(conf[in_bin]))) * in_bin.sum() / len(conf)
+    return float(ece)

@@ -8,6 +8,8 @@ from typing import Sequence
 import numpy as np
 
 from ._io import atomic_path
+from .labeling import extension_model, predict_task
+from .schema import EMBEDDING_KEY, EXTENSION_NAME, UNKNOWN
 
 __all__ = [
     "embedding_map_2d",
@@ -84,7 +86,7 @@ def plot_predicted_labels(sorting_analyzer, task: str = "firing_type", ax=None, 
     ----------
     sorting_analyzer : SortingAnalyzer
         An analyzer with a computed ``neuron_embedding`` extension whose model has a head for ``task``
-        (the extension's ``<task>_label`` data).
+        (labels from :func:`~spikeinterface_neuronid.labeling.extension_predictions`).
     task : str, default: "firing_type"
         The task whose predicted labels colour the points (``"unknown"`` is a colour of its own).
     ax : matplotlib.axes.Axes | None, default: None
@@ -106,22 +108,21 @@ def plot_predicted_labels(sorting_analyzer, task: str = "firing_type", ax=None, 
     """
     from . import extension  # noqa: F401  (registers the extension)
 
-    ext = sorting_analyzer.get_extension("neuron_embedding")
+    ext = sorting_analyzer.get_extension(EXTENSION_NAME)
     if ext is None:
         raise ValueError(
             "the analyzer has no 'neuron_embedding' extension: compute it first with "
             "sorting_analyzer.compute('neuron_embedding', model=...) using a model with task heads"
         )
-    key = f"{task}_label"
-    if key not in ext.data:
-        tasks = sorted(k[: -len("_label")] for k in ext.data if k.endswith("_label"))
+    bundle = extension_model(ext)
+    if task not in bundle.heads:
         raise ValueError(
-            f"the 'neuron_embedding' extension has no predicted labels for task {task!r}; its model "
-            f"({ext.params.get('model_name')}) has heads for {tasks}. Fit a head with fit_head, add it with "
+            f"no predicted labels for task {task!r}: the model of the 'neuron_embedding' extension "
+            f"({bundle.name}) has heads for {list(bundle.heads)}. Fit a head with fit_head, add it with "
             "bundle.add_head and recompute with model=<saved model>"
         )
-    embedding = np.asarray(ext.data["embedding"])
-    labels = np.asarray(ext.data[key]).astype(str)
+    embedding = np.asarray(ext.data[EMBEDDING_KEY])
+    labels = predict_task(bundle.heads[task], embedding).labels.astype(str)
     ok = np.all(np.isfinite(embedding), axis=1)
     if ok.sum() < 2:
         raise ValueError(f"only {int(ok.sum())} unit(s) have an embedding; a map needs at least 2")
@@ -170,7 +171,6 @@ def plot_confusion_matrix(
     """
     import matplotlib.pyplot as plt
 
-    from .heads import UNKNOWN
 
     true = np.asarray(true_labels).astype(str).ravel()
     pred = np.asarray(predicted_labels).astype(str).ravel()

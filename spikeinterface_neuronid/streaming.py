@@ -70,12 +70,12 @@ def source_kind(path: str | Path) -> str:
     CorpusSourceError
         The path is neither.
     """
-    from .nwb.annotate import _is_nwb
+    from .nwb.io import is_nwb_path
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"corpus source not found: {path}")
-    if _is_nwb(path):
+    if is_nwb_path(path):
         return "nwb"
     if path.is_dir() and _is_analyzer_folder(path):
         return "analyzer"
@@ -133,7 +133,7 @@ def expand_sources(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 def _first_line(err: BaseException) -> str:
-    from .nwb.annotate import _first_line as first
+    from .nwb.inputs import _first_line as first
 
     return first(err)
 
@@ -141,10 +141,10 @@ def _first_line(err: BaseException) -> str:
 def _num_segments(path: Path, kind: str) -> int:
     """Segments of a source, read from metadata (a Units table is one segment)."""
     if kind == "nwb":
-        from .nwb.annotate import _root_neurodata_type
+        from .nwb.inputs import root_neurodata_type
 
         try:
-            root = _root_neurodata_type(path)
+            root = root_neurodata_type(path)
         except Exception as err:
             raise CorpusSourceError(f"cannot read {path}: {_first_line(err)}") from err
         if root != "NWBFile":
@@ -207,10 +207,10 @@ def load_spike_train_sets(
     path = Path(path)
     kind = source_kind(path) if kind is None else kind
     if kind == "nwb":
-        from .nwb.annotate import _nwb_analyzer
+        from .nwb.inputs import nwb_analyzer
 
         try:
-            analyzer, _, _ = _nwb_analyzer(path, sampling_frequency, check_annotated=False)
+            analyzer, _, _ = nwb_analyzer(path, sampling_frequency, check_annotated=False)
             return spike_train_corpus([analyzer])
         except Exception as err:
             raise CorpusSourceError(f"cannot read the spike times of {path}: {_first_line(err)}") from err

@@ -27,6 +27,7 @@ from spikeinterface_neuronid.nwb import (  # noqa: E402
     write_embeddings_to_nwb,
 )
 from spikeinterface_neuronid.simulation import simulate_sorting  # noqa: E402
+from spikeinterface_neuronid.labeling import extension_predictions
 
 FS = 30000.0
 DURATION = 20.0
@@ -125,7 +126,7 @@ def test_write_analyzer_round_trip(analyzer, tmp_path):
         np.testing.assert_array_equal(units["obs_intervals"][0], [[0.0, DURATION]])
     arrays = read_embedding_arrays(path)
     np.testing.assert_array_equal(arrays["embedding"], ext.data["embedding"])
-    np.testing.assert_array_equal(arrays["tasks"]["firing_type"]["labels"], ext.data["firing_type_label"])
+    np.testing.assert_array_equal(arrays["tasks"]["firing_type"]["labels"], extension_predictions(ext)["firing_type"].labels)
 
     # a fresh process reads it with pynwb alone (cached spec), without our packages
     code = (
@@ -179,9 +180,9 @@ def test_zarr_round_trip_bit_exact(analyzer, tmp_path):
     arrays = read_embedding_arrays(store)
     assert arrays["unit_ids"] == [str(u) for u in analyzer.unit_ids]
     np.testing.assert_array_equal(arrays["embedding"], ext.data["embedding"])
+    prediction = extension_predictions(ext)["firing_type"]
     for key in ("labels", "probabilities", "confidence"):
-        data_key = {"labels": "label"}.get(key, key)
-        np.testing.assert_array_equal(arrays["tasks"]["firing_type"][key], ext.data[f"firing_type_{data_key}"])
+        np.testing.assert_array_equal(arrays["tasks"]["firing_type"][key], getattr(prediction, key))
 
     # write_embeddings_to_nwb: Zarr -> Zarr copy, HDF5 -> Zarr copy, source untouched; overwrite replaces a store
     bare = write_analyzer_to_nwb(analyzer, tmp_path / "bare.nwb.zarr", METADATA, embeddings=False)
@@ -233,7 +234,7 @@ def test_annotate_tree_reports_bad_files_and_keeps_sources(dandi_tree, analyzer,
         assert arrays["unit_ids"] == [str(u) for u in analyzer.unit_ids]
         # same spikes, same duration (obs_intervals): the same embedding as on the analyzer itself
         np.testing.assert_array_equal(arrays["embedding"], ext.data["embedding"])
-        np.testing.assert_array_equal(arrays["tasks"]["firing_type"]["labels"], ext.data["firing_type_label"])
+        np.testing.assert_array_equal(arrays["tasks"]["firing_type"]["labels"], extension_predictions(ext)["firing_type"].labels)
     assert_valid(out / "sub-a2/sub-a2_ses-0.nwb")  # (sub-a1's HDF5 twin is checked in test_write_analyzer_round_trip)
 
     # a second run without --overwrite reports the existing copies; with it, they are replaced
@@ -279,7 +280,7 @@ def test_cli_annotate(dandi_tree, tmp_path):
 
 
 def test_demo_nwb_file(analyzer, tmp_path):
-    from spikeinterface_neuronid.nwb.annotate import write_demo_nwb
+    from spikeinterface_neuronid.nwb.demo_file import write_demo_nwb
 
     path = write_demo_nwb(analyzer, tmp_path / "sub-1003_ses-0.nwb", 1003, "easy")
     assert not dandi_messages(path)

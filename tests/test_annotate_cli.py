@@ -117,7 +117,7 @@ def test_stale_temporaries_of_a_killed_run_are_removed(tree, tmp_path):
 def test_interrupted_zarr_replacement_is_restored(tmp_path):
     """A killed replacement of a Zarr store leaves the previous store aside as .NAME.XXXXXXXX.old: it is moved
     back when the store is missing, and removed when the new store is in place."""
-    from spikeinterface_neuronid.nwb import _recover_interrupted_writes
+    from spikeinterface_neuronid.nwb.io import _recover_interrupted_writes
 
     store = tmp_path / "s.nwb.zarr"
     aside = tmp_path / ".s.nwb.zarr.1a2b3c4d.old"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 
 from spikeinterface_neuronid.benchmark.baselines.features import (
     ConcatenatedFeatures,
@@ -162,3 +165,42 @@ def test_spike_triggered_population_rejects_bad_parameters():
     silent = SpikeTrainSet([np.array([1.0, 2.0]), np.array([]), np.array([1.003])], 3.0)
     x = SpikeTriggeredPopulationFeatures().fit([silent]).transform([silent])[0]
     assert np.all(np.isnan(x[1])) and np.all(np.isfinite(x[[0, 2]]))
+
+
+@pytest.mark.parametrize(
+    "est, param, value",
+    [
+        (SingleUnitFeatures(0.02), "isi_bins", 10),
+        (PopulationCouplingFeatures((0.05,)), "time_scales_s", (0.1, 1.0)),
+        (PairwiseCorrelationFeatures(top_k=(5,)), "max_lag_s", 0.1),
+        (SpikeTriggeredPopulationFeatures(max_lag_ms=10), "exclude_ms", 0),
+    ],
+    ids=["single_unit", "coupling", "pairwise", "spike_triggered"],
+)
+def test_feature_baselines_clone_and_set_params(est, param, value, lagged_population):
+    est.fit([lagged_population])
+    check_is_fitted(est)
+    copy = clone(est)
+    assert copy.get_params() == est.get_params()
+    with pytest.raises(NotFittedError):
+        check_is_fitted(copy)
+    with pytest.raises(ValueError, match="call fit"):
+        copy.transform([lagged_population])
+    assert copy.set_params(**{param: value}) is copy
+    assert copy.get_params()[param] == value and getattr(copy, param) == value
+    assert est.get_params()[param] != value
+
+
+def test_concatenated_features_clone_clones_its_parts(lagged_population):
+    est = ConcatenatedFeatures([SingleUnitFeatures(0.02), PopulationCouplingFeatures()]).fit([lagged_population])
+    copy = clone(est)
+    # the parts are fresh estimators (compared by identity), with the same parameters
+    assert copy.get_params().keys() == est.get_params().keys()
+    assert [p.get_params() for p in copy.parts] == [p.get_params() for p in est.parts]
+    assert all(a is not b for a, b in zip(copy.parts, est.parts))
+    for unfitted in (copy, *copy.parts):
+        with pytest.raises(NotFittedError):
+            check_is_fitted(unfitted)
+    part = SingleUnitFeatures()
+    copy.set_params(parts=[part])
+    assert copy.get_params()["parts"] == [part] and len(est.parts) == 2

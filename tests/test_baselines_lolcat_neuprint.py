@@ -3,6 +3,9 @@
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 
 from spikeinterface_neuronid.benchmark.baselines.lolcat import LOLCAT, isi_snippet_histograms, segment_softmax
 from spikeinterface_neuronid.benchmark.baselines.neuprint import NeuPRINT
@@ -123,6 +126,19 @@ def test_lolcat_errors(sessions, populations):
         LOLCAT(dropout_min=0.5, dropout_max=0.2).fit(populations, labels)
 
 
+def test_lolcat_clone_and_set_params(sessions, populations):
+    model = LOLCAT(seed=2, **FAST_LOLCAT).fit(populations, [s.cell_type for s in sessions])
+    copy = clone(model)
+    assert copy.get_params() == model.get_params()
+    with pytest.raises(NotFittedError):
+        check_is_fitted(copy)
+    with pytest.raises(ValueError, match="not fitted"):
+        copy.transform(populations)
+    assert copy.set_params(dropout=0.3, heads=1) is copy
+    assert copy.get_params()["dropout"] == 0.3 and copy.heads == 1
+    assert model.dropout == 0.2 and model.heads == FAST_LOLCAT["heads"]
+
+
 # ----------------------------------------------------------------------------------------------------------
 # NeuPRINT
 
@@ -184,3 +200,16 @@ def test_neuprint_errors(populations):
     model = NeuPRINT(**FAST_NEUPRINT).fit(populations[:1])
     with pytest.raises(ValueError, match="shorter than one window"):
         model.transform([short])
+
+
+def test_neuprint_clone_and_set_params(populations):
+    model = NeuPRINT(seed=2, **FAST_NEUPRINT).fit(populations[:1])
+    copy = clone(model)
+    assert copy.get_params() == model.get_params()
+    with pytest.raises(NotFittedError):
+        check_is_fitted(copy)
+    with pytest.raises(ValueError, match="not fitted"):
+        copy.transform(populations[:1])
+    assert copy.set_params(mask_ratio=0.5, transform_steps=None) is copy
+    assert copy.get_params()["mask_ratio"] == 0.5 and copy.transform_steps is None
+    assert model.mask_ratio == 0.0 and model.transform_steps == FAST_NEUPRINT["transform_steps"]

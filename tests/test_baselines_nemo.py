@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 
 from spikeinterface_neuronid.benchmark.baselines.nemo import (
     NEMO,
@@ -140,3 +143,17 @@ def test_nemo_errors(data):
     tiny = SpikeTrainSet([np.array([0.5])], 1.0)
     with pytest.raises(ValueError, match="at least 2 units"):
         NEMO(**FAST).fit([tiny], templates=[np.ones((1, 90))])
+
+
+def test_nemo_clone_and_set_params(data):
+    _, populations, templates = data
+    model = NEMO(**FAST, seed=2).fit(populations, templates=templates)
+    copy = clone(model)
+    assert copy.get_params() == model.get_params()
+    with pytest.raises(NotFittedError):
+        check_is_fitted(copy)
+    with pytest.raises(ValueError, match="not fitted"):
+        copy.transform(populations, templates=templates)
+    assert copy.set_params(temperature=0.1, steps=2) is copy
+    assert copy.get_params()["temperature"] == 0.1 and copy.steps == 2
+    assert model.temperature == 0.5 and model.steps == FAST["steps"]

@@ -210,3 +210,19 @@ def test_format_2_files_still_load_with_the_current_identity(bundle, tmp_path):
     assert edited.sha256 == model_sha256(tensors, "nuclr", edited.config.to_dict())
     saved = edited.save(tmp_path / "again.safetensors")
     assert _raw(saved)[1]["format_version"] == 3 and ModelBundle.load(saved).sha256 == edited.sha256
+
+
+def test_a_file_whose_config_lacks_newer_fields_saves_and_reloads(bundle, tmp_path):
+    """A format-3 file written before a config field existed keeps its identity when loaded; saved again, the
+    file is written with every field and the checksum of what it holds, so it reloads."""
+    tensors, meta = _raw(bundle.save(tmp_path / "m.safetensors"))
+    dropped = "single_unit_path"
+    assert meta["config"].pop(dropped) == TINY.to_dict()[dropped]  # the field's default, as older files lack it
+    meta["sha256"] = model_sha256(tensors, "nuclr", meta["config"])
+    _write(tmp_path / "old.safetensors", tensors, meta)
+    old = ModelBundle.load(tmp_path / "old.safetensors")
+    assert old.sha256 == old.stored_sha256 == meta["sha256"]  # the identity results were recorded with
+    again = ModelBundle.load(old.save(tmp_path / "again.safetensors"))
+    assert _raw(tmp_path / "again.safetensors")[1]["config"][dropped] == TINY.to_dict()[dropped]
+    assert again.sha256 == model_sha256(tensors, "nuclr", TINY.to_dict()) == bundle.sha256
+    torch.testing.assert_close(again.tensors(), old.tensors(), rtol=0, atol=0)

@@ -10,7 +10,8 @@ import spikeinterface.core as si
 from conftest import make_analyzer
 
 import spikeinterface_neuronid  # noqa: F401  (registers the extension)
-from spikeinterface_neuronid.inference import MissingCovariatesWarning, default_model_path
+from spikeinterface_neuronid.inference import MissingCovariatesWarning
+from spikeinterface_neuronid.models import default_model_path
 
 DURATION = 12.0
 

@@ -8,11 +8,10 @@ from sklearn.metrics import balanced_accuracy_score
 
 import spikeinterface_neuronid  # noqa: F401
 from spikeinterface_neuronid.bundle import ModelBundle
-from spikeinterface_neuronid.cli import DEMO_ANIMALS
 from spikeinterface_neuronid.evaluation import linear_probe
-from spikeinterface_neuronid.inference import default_model_path
+from spikeinterface_neuronid.models import default_model_path
 from spikeinterface_neuronid.labeling import neuronid_label_units
-from spikeinterface_neuronid.simulation import CELL_TYPES, simulate_sorting
+from spikeinterface_neuronid.simulation import CELL_TYPES, EVALUATION_ANIMALS, simulate_sorting
 
 # measured 0.93 (96 units, 98 % labelled) with the shipped head; chance is 0.2
 BALANCED_ACCURACY_MIN = 0.75
@@ -25,7 +24,7 @@ def test_default_model_file_is_small_verified_and_described_by_its_card():
     scores = json.loads((path.parent / "default_model_scores.json").read_text())
     card = (path.parent / "MODEL_CARD.md").read_text()
     assert scores["sha256"] == bundle.sha256 and bundle.sha256 in card
-    assert not set(bundle.provenance["animals"]) & set(DEMO_ANIMALS)
+    assert not set(bundle.provenance["animals"]) & set(EVALUATION_ANIMALS)
     assert bundle.provenance["command"] == scores["command"]
 
 
@@ -59,7 +58,7 @@ def test_model_card_front_matter_is_yaml_with_the_measured_metrics():
 
 def test_default_model_separates_cell_types_of_unseen_animals():
     embeddings, labels = [], []
-    for animal in DEMO_ANIMALS[:3]:
+    for animal in EVALUATION_ANIMALS[:3]:
         recording, sorting = simulate_sorting(
             "easy", animal=animal, num_neurons=120, duration_s=120.0, with_recording=True
         )
@@ -82,7 +81,7 @@ def test_default_model_has_a_firing_type_head_described_by_its_scores():
     assert info["classes"] == head.classes and info["command"] == "python benchmarks/fit_default_head.py"
     # the head was trained on animals disjoint from pretraining and evaluation
     trained = {a for animals in info["trained_on"].values() for a in animals}
-    assert not trained & (set(bundle.provenance["animals"]) | set(DEMO_ANIMALS))
+    assert not trained & (set(bundle.provenance["animals"]) | set(EVALUATION_ANIMALS))
 
 
 def test_default_model_labels_firing_types_of_an_unseen_animal():

@@ -12,13 +12,15 @@ from safetensors.torch import save_file
 
 from spikeinterface_neuronid import LinearHead, fit_head
 from spikeinterface_neuronid.bundle import METADATA_KEY, ModelBundle, model_sha256
-from spikeinterface_neuronid.heads import (
+from spikeinterface_neuronid.evaluation import expected_calibration_error
+from spikeinterface_neuronid.calibration import (
     _group_split,
     _sklearn_pipeline,
-    expected_calibration_error,
     fit_temperature,
-    head_outputs,
+    head_from_sklearn,
 )
+from spikeinterface_neuronid.labeling import predict_task
+from spikeinterface_neuronid.model_card import model_card
 from spikeinterface_neuronid.methods.nuclr import NuCLRConfig, build_encoder, build_projector
 
 TINY = NuCLRConfig.window(
@@ -41,7 +43,7 @@ def blobs(n=90, dim=16, num_classes=3, separation=1.5, seed=0):
 def test_head_equals_the_sklearn_pipeline(num_classes):
     x, y = blobs(num_classes=num_classes)
     pipe = _sklearn_pipeline(0.5, 2000).fit(x, y)
-    head = LinearHead.from_sklearn(pipe, "cell_type")
+    head = head_from_sklearn(pipe, "cell_type")
     assert head.classes == list(pipe.classes_) and head.coef.shape == (num_classes, 16)
     np.testing.assert_allclose(head.predict_proba(x), pipe.predict_proba(x), rtol=0, atol=1e-12)
 
@@ -276,7 +278,7 @@ def test_model_card_is_generated_from_the_bundle_metadata():
     import torch
 
     from spikeinterface_neuronid.bundle import ModelBundle
-    from spikeinterface_neuronid.heads import fit_head
+    from spikeinterface_neuronid.calibration import fit_head
     from spikeinterface_neuronid.methods.nuclr import NuCLRConfig, build_encoder
 
     torch.manual_seed(0)
@@ -287,7 +289,7 @@ def test_model_card_is_generated_from_the_bundle_metadata():
     x = np.concatenate([rng.normal(0, 1, (40, width)), rng.normal(3, 1, (40, width))])
     y = np.array(["PV"] * 40 + ["SST"] * 40)
     bundle.add_head(fit_head(x, y, task="cell_type", threshold=0.6))
-    card = bundle.model_card()
+    card = model_card(bundle)
     from ruamel.yaml import YAML  # an hdmf dependency
 
     front, body = card.split("---\n")[1:3]
@@ -332,16 +334,17 @@ def test_far_embeddings_are_unknown_and_in_distribution_ones_are_not():
     assert not without.has_ood and np.mean(without.predict(far) != "unknown") > 0.8
     np.testing.assert_array_equal(without.predict_proba(far), head.predict_proba(far))
 
-    # the extension's data: "unknown" labels, probabilities still stored, no other keys
+    # the labeller's prediction: "unknown" labels, probabilities still given
     emb = np.concatenate([x_new[:50], far[:50], np.full((1, 16), np.nan)])
-    out = head_outputs(head, emb)
-    assert set(out) == {"cell_type_label", "cell_type_probabilities", "cell_type_confidence", "cell_type_classes"}
-    labels = out["cell_type_label"]
-    assert np.all(labels[50:] == "unknown") and np.all(np.isfinite(out["cell_type_confidence"][:100]))
+    out = predict_task(head, emb)
+    assert out.task == "cell_type" and out.classes == tuple(head.classes)
+    labels = out.labels
+    assert np.all(labels[50:] == "unknown") and np.all(np.isfinite(out.confidence[:100]))
+    assert np.isnan(out.confidence[-1]) and np.all(np.isnan(out.probabilities[-1]))
     np.testing.assert_array_equal(labels[:50], head.predict(x_new[:50]))
     kept = ~head.is_ood(x_new[:50]) & (head.confidence(x_new[:50]) >= head.threshold)
     assert kept.sum() > 40 and np.all(labels[:50][kept] != "unknown") and np.all(labels[:50][~kept] == "unknown")
-    np.testing.assert_array_equal(head_outputs(without, emb)["cell_type_label"][:50], without.predict(emb[:50]))
+    np.testing.assert_array_equal(predict_task(without, emb).labels[:50], without.predict(emb[:50]))
     assert np.isnan(head.ood_score(emb)[-1]) and not head.is_ood(emb)[-1]
 
 
@@ -367,7 +370,7 @@ def test_ood_score_is_the_mixture_negative_log_density():
 
 
 def test_ood_folds_hold_out_whole_groups():
-    from spikeinterface_neuronid.heads import _ood_folds
+    from spikeinterface_neuronid.calibration import _ood_folds
 
     y = np.resize(np.arange(3), 120)
     groups = np.repeat(np.arange(6), 20)
@@ -461,7 +464,7 @@ def test_heads_stored_without_ood_arrays_still_load_and_work(tmp_path):
     far = x[:10] * 5.0
     np.testing.assert_array_equal(loaded.predict(far), head.predict(far))
     assert not loaded.is_ood(far).any()
-    assert np.any(head_outputs(loaded, far)["cell_type_label"] != "unknown")
+    assert np.any(predict_task(loaded, far).labels != "unknown")
 
 
 def test_ood_parameters_are_validated():

@@ -8,6 +8,7 @@ import torch
 import spikeinterface_neuronid  # noqa: F401  (registers the extension)
 from spikeinterface_neuronid import fit_head, neuronid_label_units
 from spikeinterface_neuronid.bundle import ModelBundle
+from spikeinterface_neuronid.labeling import extension_predictions
 from spikeinterface_neuronid.methods.nuclr import NuCLRConfig, build_encoder
 
 from conftest import make_analyzer as make_shared_analyzer
@@ -45,16 +46,20 @@ def models(tmp_path_factory):
 
 
 def check_consistent(ext, bundle):
-    """Stored labels / probabilities are those of the heads applied to the stored embeddings."""
+    """The extension stores the embedding only; its predictions are the model's heads applied to it."""
+    assert set(ext.data) == {"embedding", "num_windows", "embedded", "provenance"}
     emb = np.asarray(ext.data["embedding"])
+    predictions = extension_predictions(ext)
+    assert list(predictions) == list(bundle.heads)
     for task, head in bundle.heads.items():
-        proba = np.asarray(ext.data[f"{task}_probabilities"])
-        assert proba.dtype == np.float32 and proba.shape == (len(emb), head.num_classes)
-        np.testing.assert_allclose(proba, head.predict_proba(emb), atol=1e-6)
-        np.testing.assert_array_equal(ext.data[f"{task}_label"], head.predict(emb))
-        assert ext.data[f"{task}_label"].dtype.kind == "U" and ext.data[f"{task}_classes"].dtype.kind == "U"
-        np.testing.assert_array_equal(ext.data[f"{task}_classes"], head.classes)
-        np.testing.assert_allclose(ext.data[f"{task}_confidence"], np.nanmax(proba, axis=1), atol=0)
+        p = predictions[task]
+        assert p.probabilities.dtype == np.float32 and p.probabilities.shape == (len(emb), head.num_classes)
+        np.testing.assert_allclose(p.probabilities, head.predict_proba(emb), atol=1e-6)
+        np.testing.assert_array_equal(p.labels, head.predict(emb))
+        assert p.labels.dtype.kind == "U" and p.classes == tuple(head.classes)
+        with np.errstate(invalid="ignore"):
+            np.testing.assert_allclose(p.confidence, np.max(p.probabilities, axis=1), atol=0)
+    return predictions
 
 
 @pytest.mark.parametrize("format", ["binary_folder", "zarr"])
@@ -77,9 +82,10 @@ def test_labels_land_in_the_dataframe_and_sorting_properties(tmp_path, models, f
     reloaded = si.load_sorting_analyzer(folder)
     np.testing.assert_array_equal(reloaded.sorting.get_property("firing_label"), labels)
     np.testing.assert_array_equal(reloaded.sorting.get_property("region_probability"), df["region_probability"])
-    ext2 = reloaded.get_extension("neuron_embedding")
-    for key in ("firing_label", "firing_probabilities", "firing_classes", "region_confidence"):
-        np.testing.assert_array_equal(np.asarray(ext2.data[key]), np.asarray(ext.data[key]))
+    before, after = extension_predictions(ext), check_consistent(reloaded.get_extension("neuron_embedding"), bundle)
+    for task in bundle.heads:
+        np.testing.assert_array_equal(after[task].labels, before[task].labels)
+        np.testing.assert_array_equal(after[task].probabilities, before[task].probabilities)
 
     only = neuronid_label_units(reloaded, model=model, tasks="region", set_properties=False)
     assert list(only.columns) == ["region_label", "region_probability"]
@@ -106,10 +112,9 @@ def test_units_without_embedding_are_unknown(models):
     _, model, _ = models
     analyzer = make_analyzer(num_units=10, silent_units=2)
     df = neuronid_label_units(analyzer, model=model)
-    ext = analyzer.get_extension("neuron_embedding")
-    assert np.all(np.isnan(ext.data["firing_probabilities"][:2])) and np.all(
-        np.isnan(ext.data["region_confidence"][:2])
-    )
+    predictions = extension_predictions(analyzer.get_extension("neuron_embedding"))
+    assert np.all(np.isnan(predictions["firing"].probabilities[:2]))
+    assert np.all(np.isnan(predictions["region"].confidence[:2]))
     assert list(df["firing_label"].iloc[:2]) == ["unknown"] * 2 and list(df["region_label"].iloc[:2]) == ["unknown"] * 2
     assert df["firing_probability"].iloc[:2].isna().all() and df["firing_probability"].iloc[2:].notna().all()
 
@@ -118,41 +123,34 @@ def test_select_merge_split_keep_labels_consistent(models):
     _, model, bundle = models
     analyzer = make_analyzer(num_units=12)
     ext = analyzer.compute("neuron_embedding", model=model)
-    check_consistent(ext, bundle)
+    full = check_consistent(ext, bundle)
 
-    keep = analyzer.unit_ids[[0, 3, 4, 9]]
-    sub = analyzer.select_units(keep).get_extension("neuron_embedding")
-    check_consistent(sub, bundle)
-    np.testing.assert_array_equal(sub.data["firing_label"], ext.data["firing_label"][[0, 3, 4, 9]])
-    np.testing.assert_array_equal(sub.data["region_probabilities"], ext.data["region_probabilities"][[0, 3, 4, 9]])
-    np.testing.assert_array_equal(sub.data["region_classes"], ext.data["region_classes"])
-    # class arrays are never sliced, even when the number of units equals the number of classes
-    two = analyzer.select_units(analyzer.unit_ids[[1, 0]]).get_extension("neuron_embedding")
-    np.testing.assert_array_equal(two.data["firing_classes"], ext.data["firing_classes"])
-    np.testing.assert_array_equal(two.data["firing_label"], ext.data["firing_label"][[1, 0]])
+    keep = [0, 3, 4, 9]
+    sub = check_consistent(analyzer.select_units(analyzer.unit_ids[keep]).get_extension("neuron_embedding"), bundle)
+    np.testing.assert_array_equal(sub["firing"].labels, full["firing"].labels[keep])
+    np.testing.assert_array_equal(sub["region"].probabilities, full["region"].probabilities[keep])
+    # as many units as classes: rows are still the units'
+    two = check_consistent(analyzer.select_units(analyzer.unit_ids[[1, 0]]).get_extension("neuron_embedding"), bundle)
+    np.testing.assert_array_equal(two["firing"].labels, full["firing"].labels[[1, 0]])
 
     def fresh(sorting):
         other = si.create_sorting_analyzer(sorting, analyzer.recording, format="memory", sparse=False)
         return other.compute("neuron_embedding", model=model)
 
     merged = analyzer.merge_units([[analyzer.unit_ids[1], analyzer.unit_ids[5]]], new_id_strategy="append")
-    merged_ext = merged.get_extension("neuron_embedding")
-    check_consistent(merged_ext, bundle)
-    ref = fresh(merged.sorting)
+    got = check_consistent(merged.get_extension("neuron_embedding"), bundle)
+    ref = extension_predictions(fresh(merged.sorting))
     for task in bundle.heads:
-        np.testing.assert_array_equal(merged_ext.data[f"{task}_label"], ref.data[f"{task}_label"])
-        np.testing.assert_allclose(
-            merged_ext.data[f"{task}_probabilities"], ref.data[f"{task}_probabilities"], atol=1e-5
-        )
+        np.testing.assert_array_equal(got[task].labels, ref[task].labels)
+        np.testing.assert_allclose(got[task].probabilities, ref[task].probabilities, atol=1e-5)
     df = neuronid_label_units(merged, model=model)
-    np.testing.assert_array_equal(df["firing_label"].to_numpy().astype(str), ref.data["firing_label"])
+    np.testing.assert_array_equal(df["firing_label"].to_numpy().astype(str), ref["firing"].labels)
 
     unit = analyzer.unit_ids[6]
     n = analyzer.sorting.get_unit_spike_train(unit).size
     split = analyzer.split_units({unit: [np.arange(0, n, 2), np.arange(1, n, 2)]})
-    split_ext = split.get_extension("neuron_embedding")
-    check_consistent(split_ext, bundle)
-    assert split_ext.data["firing_label"].shape == (analyzer.get_num_units() + 1,)
-    ref = fresh(split.sorting)
+    got = check_consistent(split.get_extension("neuron_embedding"), bundle)
+    assert got["firing"].labels.shape == (analyzer.get_num_units() + 1,)
+    ref = extension_predictions(fresh(split.sorting))
     for task in bundle.heads:
-        np.testing.assert_array_equal(split_ext.data[f"{task}_label"], ref.data[f"{task}_label"])
+        np.testing.assert_array_equal(got[task].labels, ref[task].labels)

@@ -1,7 +1,6 @@
-import ast
 import math
-from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -73,18 +72,6 @@ def test_parameter_counts_of_presets():
     assert count(build_encoder(paper)) == 6_330_624
     assert count(build_projector(paper)) == 132_096
     assert count(build_encoder(NuCLRConfig.window())) == 128_640
-
-
-def test_nuclr_module_does_not_import_spikeinterface():
-    source = Path(nuclr.__file__).read_text()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            names = [node.module or ""]
-        else:
-            continue
-        assert not any(n.startswith("spikeinterface") for n in names), names
 
 
 # -- encoder -------------------------------------------------------------------------------------------------
@@ -165,13 +152,32 @@ def test_fully_padded_sample_gives_zeros_and_finite_gradients():
     assert all(torch.isfinite(p.grad).all() for p in encoder.parameters() if p.grad is not None)
 
 
+def _read_in_input(encoder, counts, mask) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the token read-in layer receives (``(real units, tokens, token_bins)``) and the output."""
+    seen = []
+    handle = encoder.read_in.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    try:
+        out = encoder(counts, mask)
+    finally:
+        handle.remove()
+    assert len(seen) == 1
+    return seen[0], out
+
+
 def test_log1p_transform_feeds_log1p_of_the_counts():
     config = NuCLRConfig.from_dict({**TINY.to_dict(), "input_transform": "log1p"})
     log_encoder, raw_encoder = _encoder(config), _encoder(TINY)  # same seed: same weights
-    counts, mask = _counts(1, 3), torch.ones(1, 3, dtype=torch.bool)
-    out = log_encoder(counts, mask)
+    counts = _counts(2, 3) * 3  # counts up to ~20, where log1p differs from the counts
+    mask = torch.tensor([[True, False, True], [True, True, True]])
+    tokens = counts.numpy().reshape(2, 3, TINY.window_tokens, TINY.token_bins)[mask.numpy()]
+    assert tokens.max() >= 10
+    fed, out = _read_in_input(log_encoder, counts, mask)
+    np.testing.assert_allclose(fed.numpy(), np.log1p(tokens), rtol=1e-6, atol=0)
+    raw_fed, raw_out = _read_in_input(raw_encoder, counts, mask)
+    np.testing.assert_array_equal(raw_fed.numpy(), tokens)
+    # the rest of the encoder is the same: log1p counts through the raw encoder give the same embeddings
     torch.testing.assert_close(out, raw_encoder(torch.log1p(counts), mask))
-    assert not torch.allclose(out, raw_encoder(counts, mask))
+    assert (out - raw_out).abs().max() > 1e-3
 
 
 # -- loss ----------------------------------------------------------------------------------------------------

@@ -308,7 +308,7 @@ def test_single_unit_half_has_its_own_contrastive_term():
     losses = {}
     for weight in (0.0, 1.0, 2.0):
         config = NuCLRConfig.from_dict({**TINY.to_dict(), "single_path_weight": weight})
-        losses[weight] = float(nuclr.loss(enc, proj, batch, config))
+        losses[weight] = float(nuclr.loss(enc, proj, batch, config).detach())
     single = losses[1.0] - losses[0.0]
     assert single > 0.1
     assert losses[2.0] - losses[0.0] == pytest.approx(2 * single, rel=1e-4)

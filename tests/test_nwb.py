@@ -28,6 +28,7 @@ from spikeinterface_neuronid.nwb import (  # noqa: E402
     write_embeddings_to_nwb,
 )
 from spikeinterface_neuronid.simulation import simulate_sorting  # noqa: E402
+from spikeinterface_neuronid.labeling import extension_predictions
 
 FS = 30000.0
 DURATION = 30.0
@@ -140,13 +141,13 @@ def test_export_round_trip_validates_and_leaves_source_untouched(setup, tmp_path
     assert arrays["unit_ids"] == [str(u) for u in analyzer.unit_ids]
     assert arrays["embedding"].dtype == np.float32
     np.testing.assert_array_equal(arrays["embedding"], ext.data["embedding"])  # bit-exact (NaN rows included)
-    assert "unknown" in ext.data["firing_label"] and "unknown" not in ext.data["region_label"]
+    assert "unknown" in extension_predictions(ext)["firing"].labels and "unknown" not in extension_predictions(ext)["region"].labels
     assert sorted(arrays["tasks"]) == ["firing", "region"]
     for task, t in arrays["tasks"].items():
-        np.testing.assert_array_equal(t["labels"], ext.data[f"{task}_label"])
-        np.testing.assert_array_equal(t["probabilities"], ext.data[f"{task}_probabilities"])
-        np.testing.assert_array_equal(t["confidence"], ext.data[f"{task}_confidence"])
-        assert t["class_labels"] == [str(c) for c in ext.data[f"{task}_classes"]]
+        np.testing.assert_array_equal(t["labels"], extension_predictions(ext)[task].labels)
+        np.testing.assert_array_equal(t["probabilities"], extension_predictions(ext)[task].probabilities)
+        np.testing.assert_array_equal(t["confidence"], extension_predictions(ext)[task].confidence)
+        assert t["class_labels"] == [str(c) for c in extension_predictions(ext)[task].classes]
     assert arrays["tasks"]["firing"]["label_classes"] == ["fast", "slow", "unknown"]
     assert arrays["tasks"]["region"]["label_classes"] == ["x", "y", "z"]
     m = arrays["model"]
@@ -163,8 +164,8 @@ def test_export_round_trip_validates_and_leaves_source_untouched(setup, tmp_path
         "region_probability",
     ]
     np.testing.assert_array_equal(df.filter(like="embedding_").to_numpy(), ext.data["embedding"])
-    np.testing.assert_array_equal(df["firing_label"].to_numpy().astype(str), ext.data["firing_label"])
-    np.testing.assert_array_equal(df["region_probability"].to_numpy(), ext.data["region_confidence"])
+    np.testing.assert_array_equal(df["firing_label"].to_numpy().astype(str), extension_predictions(ext)["firing"].labels)
+    np.testing.assert_array_equal(df["region_probability"].to_numpy(), extension_predictions(ext)["region"].confidence)
 
     # overwrite=True replaces an existing output
     write_embeddings_to_nwb(analyzer, source, out, overwrite=True)
@@ -191,7 +192,7 @@ def test_rows_follow_the_nwb_table_order(setup, tmp_path):
     assert arrays["unit_ids"] == [str(u) for u in analyzer.unit_ids][::-1]
     ext = analyzer.get_extension("neuron_embedding")
     np.testing.assert_array_equal(arrays["embedding"], ext.data["embedding"][::-1])
-    np.testing.assert_array_equal(arrays["tasks"]["firing"]["labels"], ext.data["firing_label"][::-1])
+    np.testing.assert_array_equal(arrays["tasks"]["firing"]["labels"], extension_predictions(ext)["firing"].labels[::-1])
 
 
 def test_read_without_the_extension_package(setup, tmp_path):
@@ -256,7 +257,7 @@ def test_in_place_append_on_a_copy(setup, tmp_path):
     arrays = read_embedding_arrays(copy)
     ext = analyzer.get_extension("neuron_embedding")
     np.testing.assert_array_equal(arrays["embedding"], ext.data["embedding"])
-    np.testing.assert_array_equal(arrays["tasks"]["firing"]["probabilities"], ext.data["firing_probabilities"])
+    np.testing.assert_array_equal(arrays["tasks"]["firing"]["probabilities"], extension_predictions(ext)["firing"].probabilities)
     with NWBHDF5IO(str(copy), "r") as io:
         assert io.read().identifier == identifier  # appended, same file
     assert_valid(copy)

@@ -18,7 +18,7 @@ pytest.importorskip("ndx_neuron_embedding")
 pytest.importorskip("nwbinspector")
 
 from spikeinterface_neuronid import cli  # noqa: E402
-from spikeinterface_neuronid import nwb as nwb_module  # noqa: E402
+from spikeinterface_neuronid.nwb import write as nwb_write  # noqa: E402
 from spikeinterface_neuronid.nwb.annotate import annotate_nwb_file  # noqa: E402
 from spikeinterface_neuronid.nwb import read_embedding_arrays, read_embeddings_from_nwb  # noqa: E402
 
@@ -111,7 +111,7 @@ def test_fallback_copy_and_append(annotated, tmp_path, monkeypatch):
     out, _, _ = annotated
     source = FIXTURES / "handmade_plain_electrodes.nwb"
     before = sha256(source)
-    monkeypatch.setattr(nwb_module, "_tolerate_legacy_layouts", lambda io, nwbfile: None)
+    monkeypatch.setattr(nwb_write, "_tolerate_legacy_layouts", lambda io, nwbfile: None)
     target = tmp_path / "copy.nwb"
     with pytest.warns(UserWarning, match=r"could not re-write .*electrodes_index.*byte copy"):
         assert annotate_nwb_file(source, target) == 6
@@ -141,6 +141,10 @@ def test_fallback_copy_and_append(annotated, tmp_path, monkeypatch):
             "firing_type_probabilities",
             "firing_type_confidence",
         ]
+        # the label column's references point into the copy: its probabilities column and the model record
+        label = copy["units/firing_type"]
+        assert copy[label.attrs["probabilities"]].name == "/units/firing_type_probabilities"
+        assert copy[label.attrs["model"]].name == "/general/neuron_embedding_model"
 
 
 def _names(f) -> list:

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from spikeinterface_neuronid.cli import _parse_range, main, run_demo
-from spikeinterface_neuronid.data import SpikeTrainSet
+from spikeinterface_neuronid.cli import _parse_range, main
+from spikeinterface_neuronid.demo import run_demo
 from spikeinterface_neuronid.methods.nuclr import NuCLRConfig
-from spikeinterface_neuronid.simulation import simulate_dataset
+from spikeinterface_neuronid.simulation import CELL_TYPES, simulate_dataset
 from spikeinterface_neuronid.training import pretrain
 
 TINY = dict(dim=16, num_heads=2, projector_dim=16)
@@ -17,7 +17,7 @@ TINY = dict(dim=16, num_heads=2, projector_dim=16)
 @pytest.fixture(scope="module")
 def simulated_corpus():
     sessions = simulate_dataset("easy", animals=[0, 1], num_neurons=60, duration_s=60.0, progress_bar=False)
-    return [SpikeTrainSet(s.spike_times, s.duration) for s in sessions]
+    return [s.to_spike_train_set(covariates=False) for s in sessions]
 
 
 @pytest.fixture(scope="module")
@@ -39,17 +39,22 @@ def test_demo_runs_end_to_end_and_writes_its_outputs(tmp_path, trained):
         tmp_path / "out", model=str(model), animals=(1000, 1001, 1002), progress_bar=False,
         simulate_kwargs=dict(num_neurons=60, duration_s=30.0),
     )
-    assert 0.0 <= metrics["macro_f1"] <= 1.0 and metrics["test_animal"] == 1002
+    assert metrics["test_animal"] == 1002 and metrics["probe_animals"] == [1000, 1001]
+    assert (metrics["num_train_units"], metrics["num_test_units"]) == (96, 48)  # 80 % of 60 neurons recorded
+    assert metrics["classes"] == sorted(CELL_TYPES) and np.sum(metrics["confusion"]) == 48
+    # measured 0.861 (chance 0.2): the 80-step model's embedding carries the cell type to an unseen animal
+    assert metrics["macro_f1"] > 0.6 and metrics["balanced_accuracy"] > 0.6
     saved = json.loads((tmp_path / "out" / "demo_metrics.json").read_text())
-    assert saved["macro_f1"] == metrics["macro_f1"] and saved["model_sha256"] == trained[0].sha256
+    assert saved == json.loads(json.dumps(metrics)) and saved["model_sha256"] == trained[0].sha256
     assert (tmp_path / "out" / "embedding_map.png").stat().st_size > 10_000
     # the labelling workflow: a cell_type head fitted on the probe animals, saved with the model
     from spikeinterface_neuronid.bundle import ModelBundle
 
     workflow_model = ModelBundle.load(metrics["workflow_model"])
-    assert workflow_model.heads["cell_type"].classes == sorted(set(workflow_model.heads["cell_type"].classes))
+    assert workflow_model.heads["cell_type"].classes == sorted(CELL_TYPES)
     assert workflow_model.sha256 != trained[0].sha256
-    assert 0.0 <= metrics["workflow_fraction_unknown"] <= 1.0
+    # measured: accuracy 0.872 on the labelled units, 2 % (1 of 48) 'unknown'
+    assert metrics["workflow_accuracy"] > 0.6 and metrics["workflow_fraction_unknown"] <= 0.25
 
 
 def test_demo_refuses_animals_seen_in_pretraining(tmp_path, trained):

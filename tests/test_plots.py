@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import spikeinterface_neuronid  # noqa: E402,F401  (registers the extension)
-from spikeinterface_neuronid import fit_head  # noqa: E402
+from spikeinterface_neuronid import fit_head, neuronid_label_units  # noqa: E402
 from spikeinterface_neuronid.bundle import ModelBundle  # noqa: E402
 from spikeinterface_neuronid.methods.nuclr import NuCLRConfig, build_encoder  # noqa: E402
 from spikeinterface_neuronid.plots import (  # noqa: E402
@@ -90,7 +90,8 @@ def test_predicted_labels_map(tmp_path, models):
     _, with_heads = models
     analyzer = make_analyzer(num_units=10, seed=1)
     ext = analyzer.compute("neuron_embedding", model=with_heads)
-    labels = ext.data["firing_type_label"]
+    labels = neuronid_label_units(analyzer, model=with_heads, set_properties=False)["firing_type_label"].to_numpy()
+    assert analyzer.get_extension("neuron_embedding") is ext  # labelled from the stored embedding
     ax = plot_predicted_labels(analyzer)
     assert len(ax.collections) == len(set(labels))
     assert sum(len(c.get_offsets()) for c in ax.collections) == analyzer.get_num_units()
@@ -124,8 +125,8 @@ def test_demo_scores_a_firing_type_head_and_writes_the_confusion_matrix(tmp_path
 
     import spikeinterface.core as si
 
-    from spikeinterface_neuronid.cli import run_demo
-    from spikeinterface_neuronid.simulation import simulate_sorting
+    from spikeinterface_neuronid.demo import run_demo
+    from spikeinterface_neuronid.simulation import CELL_TYPES, simulate_sorting
 
     torch.manual_seed(0)
     config = NuCLRConfig.cpu(dim=16, num_heads=2, projector_dim=16)
@@ -141,10 +142,11 @@ def test_demo_scores_a_firing_type_head_and_writes_the_confusion_matrix(tmp_path
     metrics = run_demo(
         tmp_path / "out", model=model, animals=(1000, 1001), progress_bar=False, simulate_kwargs=sizes
     )
-    assert metrics["head_task"] == "firing_type" and 0.0 <= metrics["head_macro_f1"] <= 1.0
-    assert 0.0 <= metrics["head_fraction_unknown"] <= 1.0 and metrics["head_num_test_units"] > 0
-    assert 0.0 <= metrics["macro_f1"] <= 1.0  # the probe's keys are still there
+    assert metrics["head_task"] == "firing_type" and metrics["head_num_test_units"] == metrics["num_test_units"] == 32
+    # measured with this random encoder (chance 0.2): head 0.528 with 12 % 'unknown', probe 0.696
+    assert metrics["head_macro_f1"] > 0.35 and metrics["head_fraction_unknown"] <= 0.4
+    assert metrics["macro_f1"] > 0.45 and metrics["classes"] == sorted(CELL_TYPES)  # the probe's keys are still there
     saved = json.loads((tmp_path / "out" / "demo_metrics.json").read_text())
-    assert saved["head_macro_f1"] == metrics["head_macro_f1"]
+    assert saved == json.loads(json.dumps(metrics))
     for name in ("embedding_map.png", "confusion_matrix.png"):
         assert (tmp_path / "out" / name).stat().st_size > 10_000

@@ -16,6 +16,7 @@ import torch
 
 import spikeinterface_neuronid  # noqa: F401  (registers the extension)
 from spikeinterface_neuronid import extension as extension_module
+from spikeinterface_neuronid import recompute
 
 from conftest import make_analyzer
 
@@ -41,7 +42,7 @@ def _assert_previous_result(analyzer, folder, embedding, params):
         np.testing.assert_array_equal(ext.get_data(), embedding)
         assert ext.params == params
         if Path(folder, "extensions").is_dir():
-            assert not Path(folder, extension_module.STAGING_NAME).exists()
+            assert not Path(folder, recompute.STAGING_NAME).exists()
 
 
 def _truncated(model_path, tmp_path):
@@ -126,13 +127,13 @@ def test_successful_recompute_replaces_the_result(tmp_path, model_path, format):
     np.testing.assert_array_equal(loaded.get_data(), ext.get_data())
     assert not np.array_equal(loaded.get_data(), embedding)  # grouped context: a different result
     if format == "binary_folder":
-        assert not (folder / extension_module.STAGING_NAME).exists()
+        assert not (folder / recompute.STAGING_NAME).exists()
         assert sorted(p.name for p in (folder / "extensions").iterdir()) == ["neuron_embedding"]
     else:
         import zarr
 
         root = zarr.open(str(folder), mode="r")
-        assert extension_module._ZARR_STAGING not in root and list(root["extensions"].keys()) == ["neuron_embedding"]
+        assert recompute._ZARR_STAGING not in root and list(root["extensions"].keys()) == ["neuron_embedding"]
 
 
 def test_killed_recompute_keeps_the_previous_result(tmp_path, model_path):

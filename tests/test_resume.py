@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from spikeinterface_neuronid import training
+from spikeinterface_neuronid import _optim
 from spikeinterface_neuronid.bundle import ModelBundle
 from spikeinterface_neuronid.data import SpikeTrainSet
 from spikeinterface_neuronid.methods.nuclr import NuCLRConfig
@@ -53,14 +53,14 @@ class _Crash(RuntimeError):
 
 def _crash_at(monkeypatch, crash_step):
     """Make the run fail when it starts step ``crash_step`` (0-based), as a killed process would."""
-    original = training._lr_factor
+    original = _optim.lr_factor
 
     def factor(step, steps, warmup):
         if step == crash_step:
             raise _Crash(f"crash at step {step}")
         return original(step, steps, warmup)
 
-    monkeypatch.setattr(training, "_lr_factor", factor)
+    monkeypatch.setattr(_optim, "lr_factor", factor)
 
 
 def _state_dicts_equal(a: ModelBundle, b: ModelBundle):

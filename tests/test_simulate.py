@@ -113,7 +113,7 @@ def test_dataset_equals_individual_sessions():
 
 
 def test_serial_and_threaded_drive_give_identical_output():
-    from spikeinterface_neuronid import simulate as sim
+    from spikeinterface_neuronid.simulation import network as sim
 
     trains = []
     for threaded in (False, True):

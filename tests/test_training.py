@@ -67,9 +67,21 @@ def test_fine_tuning_starts_from_the_given_model(tmp_path):
     base, _ = pretrain(corpus, TINY, steps=4, name="base", provenance={"data": "synthetic"}, **FAST)
     base = ModelBundle.load(base.save(tmp_path / "base.safetensors"))
     tuned, _ = fine_tune(base, corpus, steps=3, **FAST)
+    again, _ = fine_tune(base, corpus, steps=3, **FAST)
     assert tuned.config == base.config and tuned.name == "base-finetuned"
     assert tuned.provenance["training"]["init"] == {"name": "base", "sha256": base.sha256}
-    assert tuned.sha256 != base.sha256
+    assert tuned.sha256 != base.sha256 and again.sha256 == tuned.sha256
+    # three low-lr steps move the weights (all finite) a little, not far, from the starting model's
+    for key, start in base.state_dict.items():
+        assert torch.isfinite(tuned.state_dict[key]).all(), key
+    moved = [float((tuned.state_dict[k] - v).abs().max()) for k, v in base.state_dict.items()]
+    assert 0 < max(moved) < 0.05, max(moved)
+    from spikeinterface_neuronid.inference import embed_populations
+
+    before = embed_populations(base, corpus[:1]).embedding
+    after = embed_populations(tuned, corpus[:1]).embedding
+    assert np.isfinite(after).all() and after.shape == before.shape
+    assert not np.allclose(after, before, atol=1e-4)
     # zero learning rate: the encoder is the starting one
     same, _ = pretrain(corpus, init=base, steps=2, lr=0.0, **FAST)
     assert all(torch.equal(same.state_dict[k], base.state_dict[k]) for k in base.state_dict)
@@ -93,8 +105,12 @@ def test_lazy_corpus_is_read_on_demand():
             return sessions[index]
 
     corpus = Lazy()
-    _, history = pretrain(corpus, TINY, steps=2, seed=1, **{**FAST, "batch_size": 1})
-    assert len(history["loss"]) == 2 and 1 <= len(corpus.loaded) <= 5
+    settings = dict(steps=2, seed=1, **{**FAST, "batch_size": 1})
+    lazy, history = pretrain(corpus, TINY, **settings)
+    assert len(history["loss"]) == 2 and 1 <= len(corpus.loaded) < len(sessions)
+    # on demand, but the same draws: the same model as from the list
+    listed, listed_history = pretrain(sessions, TINY, **settings)
+    assert lazy.sha256 == listed.sha256 and history["loss"] == listed_history["loss"]
 
 
 def test_recordings_shorter_than_a_window_or_too_sparse_are_rejected():
@@ -111,37 +127,67 @@ def test_recordings_shorter_than_a_window_or_too_sparse_are_rejected():
 def test_collate_pads_with_masks():
     from spikeinterface_neuronid.data import ViewPair
 
+    rng = np.random.default_rng(0)
+
+    def counts(n):
+        return rng.poisson(2.0, (n, 50)).astype(np.float32) + 1  # no zero, so padding is told apart
+
     pairs = [
-        ViewPair(np.ones((2, 50), np.float32), np.array([0, 3]), np.ones((3, 50), np.float32), np.array([0, 1, 3])),
-        ViewPair(np.ones((4, 50), np.float32), np.array([1, 2, 5, 6]), np.ones((1, 50), np.float32), np.array([2])),
+        ViewPair(counts(2), np.array([0, 3]), counts(3), np.array([0, 1, 3])),
+        ViewPair(counts(4), np.array([1, 2, 5, 6]), counts(1), np.array([2])),
     ]
     batch = collate_view_pairs(pairs)
     assert batch.counts1.shape == (2, 4, 50) and batch.counts2.shape == (2, 3, 50)
+    assert batch.counts1.dtype == torch.float32 and batch.units1.dtype == torch.int64
     assert batch.mask1.tolist() == [[True, True, False, False], [True] * 4]
+    assert batch.mask2.tolist() == [[True] * 3, [True, False, False]]
+    assert batch.units1.tolist() == [[0, 3, -1, -1], [1, 2, 5, 6]]
     assert batch.units2.tolist() == [[0, 1, 3], [2, -1, -1]]
-    assert batch.counts2[1, 1:].sum() == 0
+    for row, pair in enumerate(pairs):
+        for side in ("1", "2"):
+            real = getattr(pair, "counts" + side)
+            padded = getattr(batch, "counts" + side)[row].numpy()
+            np.testing.assert_array_equal(padded[: len(real)], real)
+            assert not padded[len(real) :].any()
+    assert batch.unit_inputs1 is None and batch.edges1 is None and batch.covariates1 is None
+    short = ViewPair(counts(2)[:, :40], np.array([0, 1]), counts(2)[:, :40], np.array([0, 1]))
+    with pytest.raises(ValueError, match="different window lengths"):
+        collate_view_pairs([pairs[0], short])
 
 
 def test_trained_model_embeds_populations():
     from spikeinterface_neuronid.inference import embed_populations
 
+    from spikeinterface_neuronid.methods import nuclr
+
     corpus = _corpus(num_sessions=1, duration=20.0)
-    bundle, _ = pretrain(corpus, TINY, steps=2, **FAST)
+    bundle, _ = pretrain(corpus, TINY, steps=2, seed=0, **FAST)
+    torch.manual_seed(0)  # pretrain initialises from its seed: this is the model before the first step
+    start = ModelBundle.from_modules("nuclr", TINY, nuclr.build_encoder(TINY), name="start")
+    untrained, _ = pretrain(corpus, TINY, steps=1, lr=0.0, weight_decay=0.0, seed=0, **FAST)
+    assert all(torch.equal(untrained.state_dict[k], v) for k, v in start.state_dict.items())
     result = embed_populations(bundle, corpus)
-    assert result.embedding.shape == (16, TINY.dim) and np.isfinite(result.embedding).all()
+    embedding = result.embedding
+    assert embedding.shape == (16, TINY.dim) and np.isfinite(embedding).all()
+    np.testing.assert_array_equal(embed_populations(bundle, corpus).embedding, embedding)
+    initial = embed_populations(start, corpus).embedding
+    assert not np.allclose(embedding, initial, atol=1e-4), "training did not change the embeddings"
+    # one vector per unit: units with different rates and firing patterns are not embedded alike
+    distances = np.linalg.norm(embedding[:, None] - embedding[None, :], axis=-1)
+    assert distances[~np.eye(16, dtype=bool)].min() > 1e-3
 
 
 def test_sharded_stream_does_not_depend_on_how_the_global_batch_is_split():
-    from spikeinterface_neuronid.training import _draw_positions
+    from spikeinterface_neuronid._sampling import draw_positions
 
     corpus = _corpus(num_sessions=3, duration=20.0)
     kwargs = dict(max_shift_s=5.0, min_keep=0.5, max_units=16)
-    whole = _draw_positions(7, 3, range(0, 4), corpus, TINY.window_spec, None, kwargs)
-    halves = [_draw_positions(7, 3, range(r * 2, r * 2 + 2), corpus, TINY.window_spec, None, kwargs) for r in (0, 1)]
+    whole = draw_positions(7, 3, range(0, 4), corpus, TINY.window_spec, None, kwargs)
+    halves = [draw_positions(7, 3, range(r * 2, r * 2 + 2), corpus, TINY.window_spec, None, kwargs) for r in (0, 1)]
     assert len(whole) == 4
     for a, b in zip(whole, halves[0] + halves[1]):
         assert np.array_equal(a.units1, b.units1) and np.array_equal(a.counts2, b.counts2)
-    other_step = _draw_positions(7, 4, range(0, 4), corpus, TINY.window_spec, None, kwargs)
+    other_step = draw_positions(7, 4, range(0, 4), corpus, TINY.window_spec, None, kwargs)
     assert not all(np.array_equal(a.counts1, b.counts1) for a, b in zip(whole, other_step))
 
 
@@ -160,7 +206,7 @@ def test_single_process_default_keeps_the_sequential_stream():
 def test_pair_weighted_shard_gradients_sum_to_the_global_batch_gradient():
     """What DDP computes with the all-reduced pair counts: sum_r n_r / N * grad(loss_r) = grad(global loss)."""
     from spikeinterface_neuronid.methods import nuclr
-    from spikeinterface_neuronid.training import _num_matched, draw_view_pairs
+    from spikeinterface_neuronid._sampling import draw_view_pairs, num_matched
 
     config = NuCLRConfig.from_dict({**TINY.to_dict(), "dropout": 0.0})
     pairs = draw_view_pairs(
@@ -176,7 +222,7 @@ def test_pair_weighted_shard_gradients_sum_to_the_global_batch_gradient():
 
     full = gradients(collate_view_pairs(pairs))
     shards = [collate_view_pairs(pairs[:2]), collate_view_pairs(pairs[2:])]
-    counts = [_num_matched(b) for b in shards]
+    counts = [num_matched(b) for b in shards]
     assert counts[0] != counts[1]  # unequal shares, so that the weighting matters
     summed = [sum(parts) for parts in zip(*(gradients(b, n / sum(counts)) for b, n in zip(shards, counts)))]
     unweighted = [sum(parts) / 2 for parts in zip(*(gradients(b) for b in shards))]
@@ -218,7 +264,8 @@ def test_an_initialised_one_process_group_trains_as_a_plain_process(tmp_path):
 def test_autocast_objective_keeps_the_loss_in_float32():
     """bf16 autocast of encoder and projector (used on CUDA), exercised on CPU."""
     from spikeinterface_neuronid.methods import nuclr
-    from spikeinterface_neuronid.training import _Objective, draw_view_pairs
+    from spikeinterface_neuronid._optim import Objective
+    from spikeinterface_neuronid.training import draw_view_pairs
 
     pairs = draw_view_pairs(
         np.random.default_rng(0), _corpus(), TINY.window_spec, 4, max_shift_s=5.0, min_keep=0.5, max_units=16
@@ -226,8 +273,8 @@ def test_autocast_objective_keeps_the_loss_in_float32():
     batch = collate_view_pairs(pairs)
     torch.manual_seed(0)
     encoder, projector = nuclr.build_encoder(TINY).eval(), nuclr.build_projector(TINY)
-    full = _Objective(nuclr, TINY, encoder, projector)(batch)
-    mixed = _Objective(nuclr, TINY, encoder, projector, autocast="cpu")(batch)
+    full = Objective(nuclr, TINY, encoder, projector)(batch)
+    mixed = Objective(nuclr, TINY, encoder, projector, autocast="cpu")(batch)
     assert mixed.dtype == torch.float32 and torch.isfinite(mixed)
     value, reference = mixed.detach().item(), full.detach().item()
     assert value == pytest.approx(reference, abs=0.05) and value != reference

@@ -13,6 +13,7 @@ from spikeinterface_neuronid.bundle import ModelBundle
 from spikeinterface_neuronid.methods.nuclr import NuCLRConfig, build_encoder
 from spikeinterface_neuronid.training import fine_tune_transductive
 from spikeinterface_neuronid.corpus import analyzer_to_spike_train_sets
+from spikeinterface_neuronid.labeling import extension_predictions
 
 from conftest import make_analyzer
 
@@ -65,20 +66,21 @@ def test_params_record_the_fine_tuned_model(model, analyzer, computed):
     params = second.params
     assert params["fine_tune_steps"] == STEPS and params["fine_tune_seed"] == 0
     assert params["model_sha256"] == bundle.sha256
-    sha = params["fine_tuned_sha256"]
+    assert "fine_tuned_sha256" not in params  # provenance of the result, not an input
+    sha = second.data["provenance"]["fine_tuned_sha256"]
     assert isinstance(sha, str) and len(sha) == 64 and sha != bundle.sha256
     # the checksum is that of fine_tune_transductive's model, with the heads
     tuned = fine_tune_transductive(bundle, analyzer_to_spike_train_sets(analyzer), steps=STEPS, seed=0, num_threads=1)
     assert tuned.sha256 == sha and set(tuned.heads) == {"firing"}
     assert json.loads(json.dumps(params)) == params  # JSON-native
-    plain_params = make_analyzer(num_units=6, seed=5).compute("neuron_embedding", model=path).params
-    assert plain_params["fine_tune_steps"] == 0 and plain_params["fine_tuned_sha256"] is None
+    plain = make_analyzer(num_units=6, seed=5).compute("neuron_embedding", model=path)
+    assert plain.params["fine_tune_steps"] == 0 and plain.data["provenance"] == {"fine_tuned_sha256": None}
 
 
 def test_heads_still_label_units(model, computed):
     _, bundle = model
     _, first, second = computed
-    labels = second.data["firing_label"]
+    labels = extension_predictions(second)["firing"].labels
     assert labels.shape == (10,) and set(labels) <= {"fast", "slow"}
     # the labels are the original head applied to the fine-tuned embeddings
     np.testing.assert_array_equal(labels, bundle.heads["firing"].predict(second.get_data()))
@@ -91,9 +93,9 @@ def test_other_seed_and_saved_params(tmp_path, model, format):
     analyzer = make_analyzer(num_units=8, seed=2, format=format, folder=folder)
     ext = analyzer.compute("neuron_embedding", model=path, fine_tune_steps=2, fine_tune_seed=1, n_jobs=1)
     other = analyzer.compute("neuron_embedding", model=path, fine_tune_steps=2, fine_tune_seed=2, n_jobs=1)
-    assert ext.params["fine_tuned_sha256"] != other.params["fine_tuned_sha256"]
+    assert ext.data["provenance"]["fine_tuned_sha256"] != other.data["provenance"]["fine_tuned_sha256"]
     loaded = si.load_sorting_analyzer(folder).get_extension("neuron_embedding")
-    assert loaded.params == other.params
+    assert loaded.params == other.params and loaded.data["provenance"] == other.data["provenance"]
     np.testing.assert_array_equal(loaded.get_data(), other.get_data())
 
 
@@ -105,8 +107,8 @@ def test_merge_fine_tunes_again_on_the_new_population(model, analyzer, computed)
     fresh = si.create_sorting_analyzer(merged.sorting, analyzer.recording, format="memory", sparse=False)
     fresh_ext = fresh.compute("neuron_embedding", model=path, fine_tune_steps=STEPS, n_jobs=1)
     np.testing.assert_allclose(merged_ext.get_data(), fresh_ext.get_data(), atol=1e-5)
-    assert merged_ext.params["fine_tuned_sha256"] == fresh_ext.params["fine_tuned_sha256"]
-    assert merged_ext.params["fine_tuned_sha256"] != ext.params["fine_tuned_sha256"]
+    tuned_sha = merged_ext.data["provenance"]["fine_tuned_sha256"]
+    assert tuned_sha == fresh_ext.data["provenance"]["fine_tuned_sha256"] != ext.data["provenance"]["fine_tuned_sha256"]
 
 
 def test_bad_fine_tune_params_keep_previous_result(tmp_path, model):

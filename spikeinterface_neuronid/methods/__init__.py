@@ -69,7 +69,7 @@ class MethodConfig:
     @property
     def context_dim(self) -> int:
         """Leading embedding columns that describe the unit in its population (all of them unless the method
-        says otherwise); pass it as ``ood_columns`` to :func:`~spikeinterface_neuronid.heads.fit_head`."""
+        says otherwise); pass it as ``ood_columns`` to :func:`~spikeinterface_neuronid.calibration.fit_head`."""
         return self.embedding_dim
 
     def to_dict(self) -> dict:

@@ -3,10 +3,10 @@
 ``neuronid annotate IN.nwb [DIR ...] -o OUTDIR`` calls :func:`annotate_nwb_files`. For every file, the spike
 times of its Units table are read with SpikeInterface's NWB sorting extractor, a SortingAnalyzer is built from the
 sorting alone (a lazy one-channel placeholder recording fixes its duration; no recording data is read or
-needed), ``neuron_embedding`` is computed (with the labels of every task head of the model) and
-:func:`~spikeinterface_neuronid.nwb.write_embeddings_to_nwb` writes an annotated copy into the output folder.
-The source files are only read. A model trained with covariates (NeurPIR with ``num_covariates > 0``) gets the
-file's behavioural time series and trials indicator as covariates
+needed; :func:`~spikeinterface_neuronid.nwb.inputs.nwb_analyzer`), ``neuron_embedding`` is computed (with the
+labels of every task head of the model) and :func:`~spikeinterface_neuronid.nwb.write_embeddings_to_nwb` writes
+an annotated copy into the output folder. The source files are only read. A model trained with covariates
+(NeurPIR with ``num_covariates > 0``) gets the file's behavioural time series and trials indicator as covariates
 (:func:`~spikeinterface_neuronid.nwb.read_nwb_covariates`).
 """
 
@@ -20,7 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
+from .covariates import file_covariates
+from .inputs import NWBAnnotateError, _first_line, nwb_analyzer
+from .io import _check_output_path, _recover_interrupted_writes, is_nwb_path, is_zarr_path
+from .metadata import MODEL_RECORD_NAME
+from .write import write_embeddings_to_nwb
 
 __all__ = [
     "NWBAnnotateError",
@@ -29,16 +33,7 @@ __all__ = [
     "annotate_nwb_file",
     "annotate_nwb_files",
     "annotate_command",
-    "write_demo_nwb",
 ]
-
-#: Sampling frequency (Hz) of the frame grid when a file's Units table has no valid ``resolution``. The model
-#: bins spikes at 20 ms, so any grid this fine leaves the embeddings unchanged.
-DEFAULT_SAMPLING_FREQUENCY = 30000.0
-
-
-class NWBAnnotateError(ValueError):
-    """An NWB file cannot be annotated (no Units table, no spikes, already annotated, ...)."""
 
 
 @dataclass
@@ -72,11 +67,6 @@ class AnnotateResult:
     def ok(self) -> bool:
         """Whether the file was annotated."""
         return self.error is None
-
-
-def _is_nwb(path: Path) -> bool:
-    name = path.name.lower()
-    return name.endswith(".nwb") or name.endswith(".nwb.zarr")
 
 
 def find_nwb_files(inputs: Sequence[str | Path], exclude: str | Path | None = None) -> list[tuple[Path, Path]]:
@@ -124,7 +114,7 @@ def find_nwb_files(inputs: Sequence[str | Path], exclude: str | Path | None = No
                 if d.lower().endswith(".nwb.zarr"):
                     matches.append(root_path / d)
             dirs[:] = sorted(d for d in dirs if not d.lower().endswith(".zarr") and not d.startswith("."))
-            matches.extend(root_path / f for f in files if _is_nwb(Path(f)) and not f.startswith("."))
+            matches.extend(root_path / f for f in files if is_nwb_path(Path(f)) and not f.startswith("."))
         found.extend((m, m.relative_to(item)) for m in sorted(matches))
     unique: dict[Path, tuple[Path, Path]] = {}
     targets: dict[Path, Path] = {}
@@ -140,117 +130,6 @@ def find_nwb_files(inputs: Sequence[str | Path], exclude: str | Path | None = No
         unique[key] = (source, rel)
         targets[rel] = source
     return list(unique.values())
-
-
-def _root_neurodata_type(path: Path) -> str | None:
-    """The ``neurodata_type`` attribute of the file's root group (``"NWBFile"`` for NWB), read without pynwb.
-
-    Raises
-    ------
-    NWBAnnotateError
-        The path is neither an HDF5 file nor a Zarr store.
-    """
-    from . import is_zarr_path
-
-    if is_zarr_path(path):
-        import json
-
-        for meta in (".zattrs", "zarr.json"):
-            if (Path(path) / meta).is_file():
-                attrs = json.loads((Path(path) / meta).read_text() or "{}")
-                attrs = attrs.get("attributes", attrs) if meta == "zarr.json" else attrs
-                return attrs.get("neurodata_type")
-        if not (Path(path) / ".zgroup").exists():
-            raise NWBAnnotateError("not a Zarr store (no .zgroup, .zattrs or zarr.json), so not an NWB file")
-        return None
-    import h5py
-
-    if not h5py.is_hdf5(path):
-        raise NWBAnnotateError(
-            "not an HDF5 file, so not an NWB file: pass NWB files (HDF5 *.nwb or Zarr *.nwb.zarr)"
-        )
-    with h5py.File(path, "r") as f:
-        value = f.attrs.get("neurodata_type")
-    return value.decode() if isinstance(value, bytes) else (None if value is None else str(value))
-
-
-def _first_line(err: BaseException, limit: int = 300) -> str:
-    text = str(err).strip().splitlines()
-    text = text[0] if text else ""
-    return f"{type(err).__name__}: {text[:limit]}{'…' if len(text) > limit else ''}"
-
-
-def _units_summary(path: Path, check_annotated: bool = True) -> dict:
-    """Open the file read-only and check that its Units table can be embedded (and, by default, is not annotated)."""
-    import pynwb
-
-    from . import EMBEDDING_COLUMN, MODEL_RECORD_NAME, _nwb_io, is_zarr_path
-
-    if _root_neurodata_type(path) != "NWBFile":
-        kind = "a Zarr store" if is_zarr_path(path) else "an HDF5 file"
-        raise NWBAnnotateError(
-            f"{kind} but not an NWB file (its root has no neurodata_type 'NWBFile' attribute): pass NWB files, "
-            "or convert this one to NWB first (e.g. with neuroconv)"
-        )
-    with contextlib.ExitStack() as stack:
-        try:
-            io = stack.enter_context(_nwb_io(path, "r", load_namespaces=True))
-            nwbfile = io.read()
-        except Exception as err:
-            raise NWBAnnotateError(
-                f"pynwb {pynwb.__version__} cannot read the file ({_first_line(err)}); check it with "
-                f"`nwbinspector {path}`"
-            ) from err
-        units = nwbfile.units
-        if units is None:
-            raise NWBAnnotateError(
-                "the file has no Units table (nwbfile.units), so there are no spike-sorted units to annotate"
-            )
-        if "spike_times" not in units.colnames:
-            raise NWBAnnotateError("the Units table has no spike_times column, so there are no spikes to embed")
-        if check_annotated and (EMBEDDING_COLUMN in units.colnames or MODEL_RECORD_NAME in nwbfile.lab_meta_data):
-            raise NWBAnnotateError(
-                f"the file is already annotated (it has a Units column {EMBEDDING_COLUMN!r} or a "
-                f"'{MODEL_RECORD_NAME}' record); annotate the original file instead"
-            )
-        num_units = len(units.id)
-        if num_units == 0:
-            raise NWBAnnotateError("the Units table has no rows")
-        index = units["spike_times"]
-        flat = np.asarray(index.target.data[:], dtype=np.float64)
-        if flat.size == 0:
-            raise NWBAnnotateError(f"none of the {num_units} units in the Units table has a spike")
-        if not np.all(np.isfinite(flat)):
-            raise NWBAnnotateError("the Units table's spike_times contain NaN or infinite values")
-        resolution = getattr(units, "resolution", None)
-        t_end = float(flat.max())
-        if "obs_intervals" in units.colnames:  # the recorded span, when the file says (e.g. write_analyzer_to_nwb)
-            obs = np.asarray(units["obs_intervals"].target.data[:], dtype=np.float64)
-            if obs.size and np.all(np.isfinite(obs)):
-                t_end = max(t_end, float(obs.max()))
-        return dict(
-            t_end=t_end,
-            num_units=num_units,
-            num_spikes=int(flat.size),
-            t_min=float(flat.min()),
-            t_max=float(flat.max()),
-            resolution=None if resolution is None else float(resolution),
-        )
-
-
-def _sampling_frequency(resolution: float | None, given: float | None) -> float:
-    from ..corpus import check_spike_time_resolution
-
-    if given is not None:
-        if not np.isfinite(given) or given <= 0:
-            raise ValueError(f"sampling_frequency must be a positive number, got {given!r}")
-        check_spike_time_resolution(given, what="--sampling-frequency (sampling_frequency)")
-        return float(given)
-    if resolution is not None and np.isfinite(resolution) and 0 < resolution <= 0.01:
-        what = f"the spike-time resolution of the Units table (resolution = {resolution:g} s)"
-        check_spike_time_resolution(1.0 / resolution, what=what)
-        return 1.0 / resolution
-    return DEFAULT_SAMPLING_FREQUENCY  # old files often have no (or a placeholder) resolution
 
 
 def annotate_nwb_file(
@@ -319,9 +198,6 @@ def annotate_nwb_file(
         :func:`~spikeinterface_neuronid.nwb.write_embeddings_to_nwb`).
     """
     from .. import extension  # noqa: F401  (registers the extension)
-    from . import _check_output_path, write_embeddings_to_nwb
-
-    from . import _recover_interrupted_writes
 
     source, output = Path(source), Path(output)
     if not source.exists():
@@ -332,11 +208,11 @@ def annotate_nwb_file(
     if os.path.lexists(output) and not overwrite:
         raise FileExistsError(f"{output} exists; pass overwrite=True to replace it")
     _check_output_path(output, overwrite)  # fail before the (slow) embedding
-    analyzer, t_start, duration = _nwb_analyzer(source, sampling_frequency)
+    analyzer, t_start, duration = nwb_analyzer(source, sampling_frequency)
     job_kwargs = dict(progress_bar=False)
     if n_jobs is not None:
         job_kwargs["n_jobs"] = n_jobs
-    cov = _file_covariates(source, model, covariates, t_start=t_start, duration=duration)
+    cov = file_covariates(source, model, covariates, t_start=t_start, duration=duration)
     cov_kwargs = {} if cov is None else dict(covariates=cov.values, covariate_rate_hz=cov.rate_hz)
     ext = analyzer.compute(
         "neuron_embedding", model=str(model), batch_size=batch_size, device=device, **cov_kwargs, **job_kwargs
@@ -346,77 +222,6 @@ def annotate_nwb_file(
         ext.params = {**ext.params, "covariates": summary}
     write_embeddings_to_nwb(analyzer, source, output, overwrite=overwrite)
     return analyzer.get_num_units()
-
-
-def _nwb_analyzer(source: Path, sampling_frequency: float | None, check_annotated: bool = True):
-    """An in-memory analyzer of the Units table of ``source`` (no recording data is read).
-
-    Returns
-    -------
-    analyzer : SortingAnalyzer
-        Units of the file, on a lazy one-channel placeholder recording that fixes the duration.
-    t_start : float
-        Time (s) of the first frame: ``min(0, first spike)``.
-    duration : float
-        Seconds spanned by the analyzer.
-    """
-    import spikeinterface.core as si
-    from spikeinterface.extractors import read_nwb_sorting
-
-    info = _units_summary(source, check_annotated=check_annotated)
-    fs = _sampling_frequency(info["resolution"], sampling_frequency)
-    # The frame grid starts at min(0, first spike): spike times before 0 (allowed in NWB) stay representable.
-    t_start = min(0.0, info["t_min"])
-    sorting = read_nwb_sorting(source, sampling_frequency=fs, t_start=t_start, load_unit_properties=False)
-    # the analyzer spans the recorded interval (obs_intervals) or, without one, up to the last spike
-    num_samples = max(
-        int(np.floor((info["t_end"] - t_start) * fs + 1e-6)), int(np.ceil((info["t_max"] - t_start) * fs)) + 2
-    )
-    placeholder = si.generate_recording(
-        num_channels=1, durations=[num_samples / fs], sampling_frequency=fs, set_probe=True, seed=0
-    )
-    analyzer = si.create_sorting_analyzer(
-        sorting,
-        placeholder,
-        format="memory",
-        sparse=False,
-        main_channel_indices=np.zeros(sorting.get_num_units(), dtype=int),
-    )
-    return analyzer, t_start, num_samples / fs
-
-
-def _file_covariates(source: Path, model, covariates, *, t_start: float, duration: float):
-    """The covariates of ``source`` for ``model`` (:class:`~.nwb.NWBCovariates`), or None to give none."""
-    import warnings
-
-    from ..inference import resolve_model
-    from . import read_nwb_covariates
-
-    bundle = resolve_model(str(model))
-    k = int(getattr(bundle.config, "num_covariates", 0) or 0)
-    if covariates is None or (isinstance(covariates, str) and covariates == "auto" and k == 0):
-        return None
-    if isinstance(covariates, str) and covariates != "auto":
-        raise ValueError(f"covariates must be 'auto', a list of source names or None, got {covariates!r}")
-    if k == 0:
-        raise ValueError(
-            f"covariate sources {list(covariates)} were given but the model '{bundle.name}' takes no covariates"
-        )
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        cov = read_nwb_covariates(
-            source,
-            k,
-            duration=duration,
-            t_start=t_start,
-            rate_hz=1.0 / float(bundle.config.bin_s),
-            sources=None if isinstance(covariates, str) else list(covariates),
-        )
-    if cov.is_padding_only:  # nothing in the file: the compute warns that zeros are used
-        return None
-    for w in caught:
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return cov
 
 
 class _Terminated(SystemExit):
@@ -456,8 +261,6 @@ def _sigterm_as_exception():
 
 def _is_annotated_copy(path: Path) -> bool:
     """Whether ``path`` has our model record (cheap: h5py / the Zarr store's folders, not pynwb)."""
-    from . import MODEL_RECORD_NAME, is_zarr_path
-
     if is_zarr_path(path):
         return (Path(path) / "general" / MODEL_RECORD_NAME).is_dir()
     try:
@@ -482,7 +285,7 @@ def _discover(
     out_term = "-o" if cli else "output_folder"
     out_real = os.path.realpath(output_folder)
     for item in inputs:
-        if Path(item).is_dir() and not _is_nwb(Path(item)) and os.path.realpath(item) == out_real:
+        if Path(item).is_dir() and not is_nwb_path(Path(item)) and os.path.realpath(item) == out_real:
             raise ValueError(
                 f"{out_term} {output_folder} is the input folder {item}: the annotated copies would replace the "
                 f"sources; name another folder, e.g. {out_term} {Path(item) / 'annotated'}"
@@ -494,7 +297,7 @@ def _discover(
                 f"{out_term} {output_folder} would write the annotated copy of {source} over the file itself; "
                 f"name another folder, e.g. {out_term} {Path(output_folder) / 'annotated'}"
             )
-    explicit = {os.path.realpath(i) for i in inputs if Path(i).is_file() or _is_nwb(Path(i))}
+    explicit = {os.path.realpath(i) for i in inputs if Path(i).is_file() or is_nwb_path(Path(i))}
     keep, skipped = [], []
     for source, rel in files:
         if os.path.realpath(source) not in explicit and _is_annotated_copy(source):
@@ -589,7 +392,7 @@ def _annotate_files(files, output_folder: Path, results: list, *, progress_bar: 
     """Annotate ``files`` (from :func:`_discover`), appending an :class:`AnnotateResult` per file to ``results``."""
     from tqdm.auto import tqdm
 
-    from ..inference import resolve_model
+    from ..models import resolve_model
 
     resolve_model(str(kwargs["model"]))  # a bad model is one error for the run, not one per file
     bar = tqdm(files, desc="neuronid annotate", unit="file", disable=not progress_bar)
@@ -688,78 +491,3 @@ def annotate_command(
         f"in {time.perf_counter() - t0:.1f} s" + (f"; {len(failed)} failed (see above)" if failed else "")
     )
     return 1 if failed else 0
-
-
-def write_demo_nwb(sorting_analyzer, path: str | Path, animal: int, preset: str) -> Path | None:
-    """The demo's NWB file of a simulated animal, without embeddings, for ``neuronid annotate`` to annotate.
-
-    Units (spike times) plus the simulator's ground-truth ``cell_type`` as a ``true_cell_type`` column, written
-    with :func:`~spikeinterface_neuronid.nwb.write_analyzer_to_nwb`. The subject fields DANDI requires are
-    placeholders (the animal is simulated), as the Subject's description says.
-
-    Returns
-    -------
-    Path | None
-        The file, or None (with a printed note) when the ``nwb`` extra (pynwb, neuroconv) is not installed.
-    """
-    from . import write_analyzer_to_nwb
-
-    try:
-        import neuroconv  # noqa: F401
-        import pynwb  # noqa: F401
-    except ImportError:
-        print(
-            "note: no NWB file written (pip install -e ./ndx-neuron-embedding -e '.[nwb]' for the "
-            "`neuronid annotate` example)"
-        )
-        return None
-    sorting = sorting_analyzer.sorting
-    gt = sorting.select_units(sorting.unit_ids)  # a view with its own properties
-    gt.set_property("true_cell_type", np.asarray(sorting.get_property("cell_type")).astype(str))
-    metadata = {
-        "NWBFile": {
-            "session_description": f"Simulated session 0 of animal {animal} ('{preset}' preset of "
-            "spikeinterface_neuronid.simulation, Izhikevich network), written by `neuronid demo`.",
-            "session_start_time": "2024-01-01T12:00:00+00:00",
-            "session_id": "ses-0",
-            "experiment_description": "Simulated spike trains for the spikeinterface-neuronid demo.",
-            "keywords": ["simulation", "spike sorting", "cell type"],
-        },
-        "Subject": {
-            "subject_id": str(animal),
-            "species": "Mus musculus",
-            "sex": "U",
-            "age": "P90D",
-            "description": f"Simulated animal (seed {animal}), not a real mouse: species, sex and age are "
-            "placeholders so that the file passes DANDI's checks.",
-        },
-    }
-    skip = [k for k in gt.get_property_keys() if k != "true_cell_type"]
-    # through a view of the analyzer, so that its recorded duration goes into obs_intervals (annotate then tiles
-    # the same time windows as the demo did)
-    return write_analyzer_to_nwb(
-        _AnalyzerView(sorting_analyzer, gt),
-        path,
-        metadata,
-        embeddings=False,
-        overwrite=True,
-        skip_properties=skip,
-        property_descriptions={
-            "true_cell_type": "Ground-truth cell type of the simulated neuron (RS, IB, CH, FS, LTS)."
-        },
-    )
-
-
-class _AnalyzerView:
-    """An analyzer with another sorting (same units): for writing selected properties with its duration."""
-
-    def __init__(self, analyzer, sorting):
-        self._analyzer, self.sorting = analyzer, sorting
-        self.sampling_frequency = analyzer.sampling_frequency
-        self.unit_ids = analyzer.unit_ids
-
-    def get_extension(self, name):
-        return self._analyzer.get_extension(name)
-
-    def get_num_samples(self, segment_index=0):
-        return self._analyzer.get_num_samples(segment_index)

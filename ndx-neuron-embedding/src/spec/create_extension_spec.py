@@ -18,7 +18,7 @@ MODEL_REF_DOC = (
 def main():
     ns_builder = NWBNamespaceBuilder(
         name="ndx-neuron-embedding",
-        version="0.1.0",
+        version="0.2.0",
         doc=(
             "Per-unit embeddings and predicted labels (with class probabilities) computed from spike-sorted "
             "units, stored as typed columns of the Units table, plus a provenance record of the model used."
@@ -38,7 +38,9 @@ def main():
             "may coexist in one file under different names."
         ),
         attributes=[
-            NWBAttributeSpec(name="description", dtype="text", doc="Free-text description of the model and how it was applied."),
+            NWBAttributeSpec(
+                name="description", dtype="text", doc="Free-text description of the model and how it was applied."
+            ),
             NWBAttributeSpec(name="model_name", dtype="text", doc="Name of the model, e.g. 'neuronid-celltype'."),
             NWBAttributeSpec(name="model_version", dtype="text", doc="Version string of the model weights."),
             NWBAttributeSpec(
@@ -73,7 +75,9 @@ def main():
                 doc="Dimensionality of the embedding produced by the model (number of columns of NeuronEmbedding).",
                 required=False,
             ),
-            NWBAttributeSpec(name="model_url", dtype="text", doc="URL where the model can be obtained.", required=False),
+            NWBAttributeSpec(
+                name="model_url", dtype="text", doc="URL where the model can be obtained.", required=False
+            ),
             NWBAttributeSpec(
                 name="inference_software",
                 dtype="text",
@@ -110,7 +114,10 @@ def main():
     predicted_label = NWBDatasetSpec(
         neurodata_type_def="PredictedLabel",
         neurodata_type_inc="VectorData",
-        doc="Column of a DynamicTable (typically Units) holding one predicted class label per row.",
+        doc=(
+            "Column of a DynamicTable (typically Units) holding one predicted class label per row: one of the "
+            "model's classes, or unknown_label where the model abstains or has no prediction for the row."
+        ),
         dtype="text",
         dims=["num_rows"],
         shape=[None],
@@ -121,7 +128,30 @@ def main():
                 dtype="text",
                 dims=["num_classes"],
                 shape=[None],
-                doc="All classes the model can predict, in the model's output order. Every value is one of these.",
+                doc=(
+                    "All values the column holds: the classes the model can predict, in the model's output order, "
+                    "followed by unknown_label if any row has it. Every value is one of these."
+                ),
+                required=False,
+            ),
+            NWBAttributeSpec(
+                name="unknown_label",
+                dtype="text",
+                doc=(
+                    "Label written where the model abstains (e.g. low confidence) or has no prediction (the row's "
+                    "probabilities are all NaN). It is not one of the model's classes. Optional: absent when no "
+                    "abstention label is declared, and in files written by version 0.1.0."
+                ),
+                required=False,
+            ),
+            NWBAttributeSpec(
+                name="probabilities",
+                dtype=NWBRefSpec(target_type="ClassProbabilities", reftype="object"),
+                doc=(
+                    "Object reference to the ClassProbabilities column (in the same table) holding the class "
+                    "probabilities this label was derived from. Optional; absent in files written by version 0.1.0, "
+                    "where the column was found by the name '<label column>_probabilities'."
+                ),
                 required=False,
             ),
         ],
@@ -132,7 +162,8 @@ def main():
         neurodata_type_inc="VectorData",
         doc=(
             "Column of a DynamicTable (typically Units) holding predicted class probabilities. "
-            "Element [i, j] is the probability that row i belongs to class class_labels[j]."
+            "Element [i, j] is the probability that row i belongs to class class_labels[j]; each row sums to 1, "
+            "or is all NaN where the model has no prediction for the row (e.g. a unit without an embedding)."
         ),
         dtype="float32",
         dims=["num_rows", "num_classes"],

@@ -1,8 +1,10 @@
 """Baseline unit-embedding methods the benchmark compares the self-supervised models against.
 
-Every baseline is a scikit-learn-style estimator over populations (no SpikeInterface inside):
-parameters are stored by ``__init__``, work happens in ``fit``, learned state ends with an underscore,
-and the same ``seed`` gives the same result on the same machine and thread count.
+Every baseline is a scikit-learn estimator over populations (:class:`sklearn.base.BaseEstimator`; no
+SpikeInterface inside): ``__init__`` stores its parameters unchanged (checked in ``fit``), work happens in
+``fit``, learned state ends with an underscore, and the same ``seed`` gives the same result on the same
+machine and thread count. ``get_params`` / ``set_params`` and :func:`sklearn.base.clone` (an unfitted copy
+with the same parameters) work as for any scikit-learn estimator.
 
 ``fit(populations, labels=None, templates=None) -> self``
     ``populations``: sequence of :class:`~spikeinterface_neuronid.data.SpikeTrainSet`, one per recording.

@@ -30,6 +30,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 from ...data import SpikeTrainSet
 
@@ -68,7 +69,7 @@ def _to_sorting(pop: SpikeTrainSet, resolution_s: float):
     return NumpySorting.from_unit_dict([trains], fs)
 
 
-class SingleUnitFeatures:
+class SingleUnitFeatures(BaseEstimator):
     """Firing-statistics features of each unit on its own, at a chosen time resolution.
 
     Parameters
@@ -155,7 +156,7 @@ class SingleUnitFeatures:
         return out
 
 
-class PopulationCouplingFeatures:
+class PopulationCouplingFeatures(BaseEstimator):
     """Each unit's correlation with the summed activity of the other units of its population.
 
     Parameters
@@ -233,7 +234,7 @@ def _partner_summaries(values: np.ndarray, valid: np.ndarray, top_k: Sequence[in
     return out
 
 
-class PairwiseCorrelationFeatures:
+class PairwiseCorrelationFeatures(BaseEstimator):
     """How strongly a unit co-varies with its partners: lagged correlation, zero-lag correlation, coherence.
 
     Spike counts in bins of ``bin_s`` over the whole recording give, for every pair of units, (a) the largest
@@ -405,7 +406,7 @@ class PairwiseCorrelationFeatures:
         return out
 
 
-class SpikeTriggeredPopulationFeatures:
+class SpikeTriggeredPopulationFeatures(BaseEstimator):
     """Firing rate of the *other* units of the population around each unit's spikes, at 1 ms lags.
 
     For lags ``-max_lag_ms .. +max_lag_ms`` ms the summed spike count of all other units (a 1 ms histogram of
@@ -510,7 +511,7 @@ class SpikeTriggeredPopulationFeatures:
         return out
 
 
-class ConcatenatedFeatures:
+class ConcatenatedFeatures(BaseEstimator):
     """Column-wise concatenation of several unsupervised feature baselines.
 
     Parameters

@@ -46,6 +46,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.base import BaseEstimator
 from torch import Tensor, nn
 
 from ._torch_common import check_fitted, check_float, check_int, check_populations, progress, torch_scope
@@ -201,7 +202,7 @@ def _check_labels(labels: Any, populations: list) -> list[np.ndarray]:
     return out
 
 
-class LOLCAT:
+class LOLCAT(BaseEstimator):
     """Supervised LOLCAT baseline: ISI-snippet sets -> gated attention pooling -> classifier.
 
     The embedding of a unit is the pooled vector (``heads * head_dim`` numbers) that feeds the classifier.

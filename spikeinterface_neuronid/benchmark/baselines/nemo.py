@@ -44,6 +44,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.base import BaseEstimator
 from torch import nn
 
 from ...data import SpikeTrainSet
@@ -325,7 +326,7 @@ class _NEMONet(nn.Module):
 # ----------------------------------------------------------------------------------------------------------
 
 
-class NEMO:
+class NEMO(BaseEstimator):
     """Self-supervised NEMO-lite embeddings from each unit's log 3-D ACG and peak-channel waveform.
 
     See the module docstring for the model. ``fit`` trains on all units of all populations (labels are

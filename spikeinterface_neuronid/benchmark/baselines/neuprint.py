@@ -49,6 +49,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.base import BaseEstimator
 from torch import Tensor, nn
 
 from ._torch_common import check_fitted, check_float, check_int, check_populations, progress, torch_scope
@@ -147,7 +148,7 @@ class _Dynamics(nn.Module):
         return self.read_out(self.norm(h)).squeeze(-1)
 
 
-class NeuPRINT:
+class NeuPRINT(BaseEstimator):
     """Self-supervised NeuPRINT baseline: per-unit vectors Φ learned through a causal dynamics model.
 
     See the module docstring for the recipe. ``transform`` of a population passed to ``fit`` returns its
@@ -197,6 +198,8 @@ class NeuPRINT:
         The trained dynamics model ``f`` (eval mode; never changed by ``transform``).
     embeddings_ : list of np.ndarray
         Jointly learned Φ of the fitted populations, ``(num_units, embedding_dim)`` each, in ``fit`` order.
+    fitted_populations_ : list of SpikeTrainSet
+        The populations given to ``fit``, in order: ``transform`` returns the learned Φ of these objects.
     loss_history_ : list of float
         Training loss (Poisson NLL per bin) of every ``fit`` step.
     transform_loss_ : list of float
@@ -360,7 +363,7 @@ class NeuPRINT:
         table = phi.detach().numpy().astype(np.float64)
         self.dynamics_ = model
         self.embeddings_ = [table[offsets[k] : offsets[k + 1]].copy() for k in range(len(binned))]
-        self._fitted_populations = list(populations)
+        self.fitted_populations_ = list(populations)
         self.loss_history_ = history
         self.fit_seconds_ = time.perf_counter() - t0
         return self
@@ -427,7 +430,7 @@ class NeuPRINT:
         out: list[np.ndarray | None] = []
         new = []
         for k, pop in enumerate(populations):
-            index = next((j for j, fitted in enumerate(self._fitted_populations) if fitted is pop), None)
+            index = next((j for j, fitted in enumerate(self.fitted_populations_) if fitted is pop), None)
             if index is None:
                 out.append(None)
                 new.append(k)

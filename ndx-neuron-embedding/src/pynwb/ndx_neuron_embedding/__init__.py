@@ -5,19 +5,21 @@ Types (all generated from the spec with ``pynwb.get_class``):
 - :class:`NeuronEmbeddingModel` -- ``LabMetaData`` provenance record of the model (add with
   ``nwbfile.add_lab_meta_data``).
 - :class:`NeuronEmbedding` -- float32 ``VectorData`` column, shape (num_rows, embedding_dim).
-- :class:`PredictedLabel` -- text ``VectorData`` column, shape (num_rows,), optional ``class_labels``.
+- :class:`PredictedLabel` -- text ``VectorData`` column, shape (num_rows,), optional ``class_labels``,
+  ``unknown_label`` (abstention label) and ``probabilities`` (reference to its :class:`ClassProbabilities`).
 - :class:`ClassProbabilities` -- float32 ``VectorData`` column, shape (num_rows, num_classes), required ordered
-  ``class_labels``.
+  ``class_labels``; all-NaN rows where the model has no prediction.
 
 Every column has a required ``model`` attribute (object reference to a :class:`NeuronEmbeddingModel`).
-Use :func:`add_neuron_embedding` and :func:`add_predicted_labels` to add validated columns to a Units table.
+Use :func:`add_neuron_embedding` and :func:`add_predicted_labels` to add validated columns to a Units table, and
+:func:`get_class_probabilities` to find a label column's probabilities (also in files written by version 0.1.0).
 """
 from importlib.resources import files
 from pathlib import Path
 
 from pynwb import get_class, load_namespaces
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _NAMESPACE_NAME = "ndx-neuron-embedding"
 _NAMESPACE_FILE = f"{_NAMESPACE_NAME}.namespace.yaml"
@@ -42,7 +44,7 @@ NeuronEmbedding = get_class("NeuronEmbedding", _NAMESPACE_NAME)
 PredictedLabel = get_class("PredictedLabel", _NAMESPACE_NAME)
 ClassProbabilities = get_class("ClassProbabilities", _NAMESPACE_NAME)
 
-from .helpers import add_neuron_embedding, add_predicted_labels  # noqa: E402
+from .helpers import add_neuron_embedding, add_predicted_labels, get_class_probabilities  # noqa: E402
 
 __all__ = [
     "NeuronEmbeddingModel",
@@ -51,6 +53,7 @@ __all__ = [
     "ClassProbabilities",
     "add_neuron_embedding",
     "add_predicted_labels",
+    "get_class_probabilities",
     "__version__",
 ]
 

@@ -152,6 +152,7 @@ def test_append_to_existing_file(tmp_path, predictions):
         nwbfile = io.read()
         assert nwbfile.units["embedding"].data[:].tobytes() == embedding.tobytes()
         assert nwbfile.units["cell_type_probabilities"].model is nwbfile.lab_meta_data["neuron_embedding_model"]
+        assert nwbfile.units["cell_type"].probabilities is nwbfile.units["cell_type_probabilities"]
 
 
 class TestUnitsWithNeuronEmbeddingRoundtrip(NWBH5IOFlexMixin, TestCase):

@@ -59,6 +59,9 @@ def mock_Units_with_neuron_embedding(
     embedding_dim: Optional[int] = None,
     task: str = "cell_type",
     class_labels: Sequence[str] = MOCK_CLASS_LABELS,
+    num_without_embedding: int = 0,
+    unknown_label: Optional[str] = None,
+    threshold: float = 0.0,
     seed: int = 0,
     nwbfile: Optional[NWBFile] = None,
 ) -> Units:
@@ -68,6 +71,10 @@ def mock_Units_with_neuron_embedding(
     with ``num_units`` rows is created (and set on ``nwbfile`` if given). If ``model`` is None, a
     :func:`mock_NeuronEmbeddingModel` is created (added to ``nwbfile`` if given). Values are random but
     deterministic given ``seed``; probabilities rows sum to 1 and labels are their argmax.
+
+    The last ``num_without_embedding`` units have no embedding (NaN embedding and probabilities rows); they, and
+    the units whose largest probability is below ``threshold``, are labelled ``unknown_label`` (required when
+    either is used).
     """
     if units is None:
         if nwbfile is not None and nwbfile.units is not None:
@@ -78,10 +85,21 @@ def mock_Units_with_neuron_embedding(
         model = mock_NeuronEmbeddingModel(embedding_dim=embedding_dim or 8, nwbfile=nwbfile)
     dim = embedding_dim or (int(model.embedding_dim) if model.embedding_dim is not None else 8)
     n = len(units.id)
+    if not 0 <= num_without_embedding <= n:
+        raise ValueError(f"num_without_embedding must be in [0, {n}], got {num_without_embedding}")
     rng = np.random.default_rng(seed)
     embedding = rng.standard_normal((n, dim)).astype(np.float32)
     logits = rng.standard_normal((n, len(class_labels)))
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = None
+    if num_without_embedding or threshold > 0:
+        missing = np.arange(n) >= n - num_without_embedding
+        embedding[missing] = np.nan
+        probs[missing] = np.nan
+        labels = [
+            unknown_label if m or p.max() < threshold else class_labels[int(p.argmax())]
+            for m, p in zip(missing, probs)
+        ]
     add_neuron_embedding(units, embedding, model)
-    add_predicted_labels(units, task, None, probs, class_labels, model)
+    add_predicted_labels(units, task, labels, probs, class_labels, model, unknown_label=unknown_label)
     return units

@@ -1,6 +1,6 @@
 """Train the shipped NeurPIR default model and measure its zero-shot cell-type score.
 
-    python benchmarks/train_default_neurpir.py            # about 3-5 minutes on 2 CPU cores
+    python -m tools.release.train_default_neurpir     # from the repository root; about 3-5 minutes on 2 CPU cores
 
 1. Simulates the training corpus: ``varied`` and ``easy`` animals with seeds 0-3 (disjoint from the
    evaluation animals 1000-1003), each session converted with
@@ -14,7 +14,10 @@
    types of animals 1000-1002 and scores it on animal 1003 (macro-F1). A probe on the log firing rate alone
    is the baseline.
 4. Writes ``spikeinterface_neuronid/default_model/neuronid-neurpir-default.safetensors``,
-   ``neurpir_default_scores.json`` (atomic) and the model card ``neuronid-neurpir-default.md``.
+   ``neurpir_default_scores.json`` (atomic) and the model card ``neuronid-neurpir-default.md``
+   (:func:`tools.release.cards.write_card`).
+
+The animal splits are those of :mod:`tools.release.common`.
 """
 
 from __future__ import annotations
@@ -28,40 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-OUT = HERE.parent / "spikeinterface_neuronid" / "default_model"
-MODEL_FILE = "neuronid-neurpir-default.safetensors"
-SCORES_FILE = "neurpir_default_scores.json"
-CARD_FILE = "neuronid-neurpir-default.md"
-TRAIN_ANIMALS = (0, 1, 2, 3)
-EVAL_ANIMALS = (1000, 1001, 1002, 1003)
+from tools.release.cards import CARDS, write_card
+from tools.release.common import EVAL_ANIMALS, MODEL_DIR, NEURPIR_TRAIN_ANIMALS, script_command
 
-
-def model_card(bundle, scores: dict) -> str:
-    """The bundle's generated card followed by the measured scores."""
-    probe, base = scores["probe"], scores["baseline_log_rate_probe"]
-    lines = [
-        bundle.model_card().rstrip(),
-        "",
-        "## Zero-shot cell-type score (inductive)",
-        "",
-        f"Trained by `{scores['command']}` in {scores['train_seconds']:.0f} s on simulated `varied` + `easy` "
-        f"animals {list(TRAIN_ANIMALS)}, with the stimulus as covariates (num_covariates = 2).",
-        f"Evaluation: `easy` animals {scores['eval_animals']} (never seen in training), linear probe fitted on "
-        f"animals {scores['probe_train_animals']} and scored on animal {scores['probe_test_animals']}.",
-        "",
-        "| features | macro-F1 | balanced accuracy |",
-        "|---|---|---|",
-        f"| NeurPIR embedding (with covariates) | {probe['macro_f1']:.3f} | {probe['balanced_accuracy']:.3f} |",
-        f"| log firing rate (baseline) | {base['macro_f1']:.3f} | {base['balanced_accuracy']:.3f} |",
-        "",
-        "Sorting analyzers carry no covariates: `compute(\"neuron_embedding\", method=\"neurpir\")` feeds zeros in the",
-        "covariate channels, which is not the condition measured above.",
-        "",
-        f"Model file SHA-256 (file bytes): `{scores['file_sha256']}`",
-        "",
-    ]
-    return "\n".join(lines)
+OUT = MODEL_DIR
+MODEL_FILE, SCORES_FILE, CARD_FILE = CARDS["neurpir"]
+TRAIN_ANIMALS = NEURPIR_TRAIN_ANIMALS
 
 
 def main() -> None:
@@ -79,7 +54,7 @@ def main() -> None:
 
     import torch
 
-    from spikeinterface_neuronid._io import atomic_path, write_json
+    from spikeinterface_neuronid._io import write_json
     from spikeinterface_neuronid.evaluation import linear_probe
     from spikeinterface_neuronid.inference import embed_populations
     from spikeinterface_neuronid.methods.neurpir import NeurPIRConfig
@@ -94,12 +69,14 @@ def main() -> None:
         train_sessions += simulate_dataset(preset, animals=TRAIN_ANIMALS, **common)
     eval_sessions = simulate_dataset("easy", animals=EVAL_ANIMALS, **common)
     simulate_s = time.perf_counter() - t0
-    print(f"simulated {len(train_sessions)} training and {len(eval_sessions)} evaluation sessions in {simulate_s:.1f} s")
+    print(
+        f"simulated {len(train_sessions)} training and {len(eval_sessions)} evaluation sessions in {simulate_s:.1f} s"
+    )
 
     config = NeurPIRConfig.cpu(num_covariates=2)
     corpus = [s.to_spike_train_set() for s in train_sessions]
     provenance = dict(
-        command="python benchmarks/train_default_neurpir.py " + " ".join(sys.argv[1:]),
+        command=script_command("train_default_neurpir") + " " + " ".join(sys.argv[1:]),
         corpus=dict(
             presets=["varied", "easy"],
             animals=list(TRAIN_ANIMALS),
@@ -126,7 +103,8 @@ def main() -> None:
         provenance=provenance,
     )
     train_s = time.perf_counter() - t0
-    print(f"pretrained {args.steps} steps in {train_s:.1f} s; loss {history['loss'][0]:.2f} -> {history['loss'][-1]:.2f}")
+    loss = history["loss"]
+    print(f"pretrained {args.steps} steps in {train_s:.1f} s; loss {loss[0]:.2f} -> {loss[-1]:.2f}")
 
     t0 = time.perf_counter()
     xs, ys, rates = [], [], []
@@ -179,9 +157,7 @@ def main() -> None:
         platform=platform.platform(),
     )
     write_json(out / SCORES_FILE, scores)
-    with atomic_path(out / CARD_FILE) as tmp:
-        tmp.write_text(model_card(bundle, scores), encoding="utf-8")
-    bundle.save_model_info(model_path)
+    write_card(out, "neurpir")
     print(f"wrote {model_path}, {out / SCORES_FILE} and {out / CARD_FILE}")
 
 

@@ -1,13 +1,14 @@
 """Fit the ``firing_type`` head of the default model and measure its calibration on unseen animals.
 
-    python benchmarks/fit_default_head.py               # a few minutes on 2 cores
+    python -m tools.release.fit_default_head          # from the repository root; a few minutes on 2 cores
 
 1. Loads the shipped default model (``spikeinterface_neuronid/default_model/neuronid-default.safetensors``);
    its encoder weights are not changed. An existing ``firing_type`` head is replaced.
 2. Simulates labelled animals whose seeds are disjoint from pretraining (2000-2007), checkpoint validation
-   (2900-2901) and evaluation (1000-1003): ``varied``, ``easy`` and ``hard`` animals 200-207, one session each.
+   (2900-2901) and evaluation (1000-1003): ``varied``, ``easy`` and ``hard`` animals 200-207, one session each
+   (the splits of :mod:`tools.release.common`).
 3. Embeds them and fits a ``firing_type`` head (classes RS/IB/CH/FS/LTS: the simulator's ``cell_type``) with
-   :func:`~spikeinterface_neuronid.heads.fit_head`; its temperature is calibrated on whole held-out animals
+   :func:`~spikeinterface_neuronid.calibration.fit_head`; its temperature is calibrated on whole held-out animals
    (``groups`` = the simulated animal), and so is the threshold of its out-of-distribution check (a Gaussian
    mixture density of the training embeddings, threshold cross-fitted on whole held-out animals at
    ``OOD_QUANTILE``; ``benchmarks/bench_ood.py`` measures it).
@@ -16,9 +17,9 @@
    temperature scaling, and coverage vs accuracy when abstaining below thresholds 0.0 ... 0.9.
 5. Writes ``benchmarks/results/calibration.json``, saves the model with its head back to the same file, adds a
    ``firing_type_head`` section to ``default_model_scores.json`` (with the new ``sha256``) and regenerates
-   ``MODEL_CARD.md`` (all atomically).
+   ``MODEL_CARD.md`` with :func:`tools.release.cards.write_card` (all atomically).
 
-``benchmarks/train_default_model.py`` calls :func:`add_firing_type_head` at its end, so that one command
+``tools.release.train_default_model`` calls :func:`add_firing_type_head` at its end, so that one command
 reproduces the whole shipped file.
 """
 
@@ -28,40 +29,43 @@ import argparse
 import datetime as _dt
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-MODEL_DIR = ROOT / "spikeinterface_neuronid" / "default_model"
-RESULTS = ROOT / "benchmarks" / "results" / "calibration.json"
+from tools.release.cards import write_card
+from tools.release.common import (
+    EVAL_ANIMALS,
+    HEAD_ANIMALS,
+    MODEL_DIR,
+    PRETRAIN_ANIMALS,
+    RESULTS_DIR,
+    VALIDATION_ANIMALS,
+    script_command,
+)
+
+RESULTS = RESULTS_DIR / "calibration.json"
 TASK = "firing_type"
 HEAD_PRESETS = ("varied", "easy", "hard")
-HEAD_ANIMALS = tuple(range(200, 208))
 EVAL_PRESETS = ("easy", "varied", "hard")
-EVAL_ANIMALS = (1000, 1001, 1002, 1003)
-PRETRAIN_ANIMALS = tuple(range(2000, 2008))  # train_default_model.PRETRAIN_ANIMALS (not imported: no cycle)
-VALIDATION_ANIMALS = (2900, 2901)  # train_default_model.VALIDATION_ANIMALS
 THRESHOLDS = (0.0, 0.3, 0.5, 0.7, 0.9)
 HEAD_THRESHOLD = 0.5
 OOD_QUANTILE = 0.975
-COMMAND = "python benchmarks/fit_default_head.py"
+COMMAND = script_command("fit_default_head")
 
 
 def _embed(bundle, sessions) -> list[np.ndarray]:
-    from spikeinterface_neuronid.data import SpikeTrainSet
     from spikeinterface_neuronid.inference import embed_populations
 
-    return [embed_populations(bundle, [SpikeTrainSet(s.spike_times, s.duration)]).embedding for s in sessions]
+    return [embed_populations(bundle, [s.to_spike_train_set(covariates=False)]).embedding for s in sessions]
 
 
 def fit_firing_type_head(
     bundle, *, seed: int = 0, threshold: float = HEAD_THRESHOLD, ood_quantile: float | None = OOD_QUANTILE
 ):
     """Fit the ``firing_type`` head on the embeddings of the head-training animals (not added to ``bundle``)."""
-    from spikeinterface_neuronid.heads import fit_head
+    from spikeinterface_neuronid.calibration import fit_head
     from spikeinterface_neuronid.simulation import simulate_dataset
 
     assert not set(HEAD_ANIMALS) & (set(PRETRAIN_ANIMALS) | set(EVAL_ANIMALS) | set(VALIDATION_ANIMALS))
@@ -102,7 +106,7 @@ def _scores(head, x: np.ndarray, y: np.ndarray) -> dict:
 
     from sklearn.metrics import balanced_accuracy_score, f1_score
 
-    from spikeinterface_neuronid.heads import expected_calibration_error
+    from spikeinterface_neuronid.evaluation import expected_calibration_error
 
     ok = np.all(np.isfinite(x), axis=1)
     x, y = x[ok], y[ok]
@@ -275,9 +279,6 @@ def main() -> None:
         print(f"wrote {write_calibration_markdown()}")
         return
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from card import write_card
-
     from spikeinterface_neuronid._io import write_json
     from spikeinterface_neuronid.bundle import ModelBundle
 
@@ -298,7 +299,7 @@ def main() -> None:
     saved["sha256"] = bundle.sha256
     saved["firing_type_head"] = summary
     write_json(out / "default_model_scores.json", saved)
-    write_card(out, EVAL_ANIMALS, VALIDATION_ANIMALS)
+    write_card(out)
     size = model_path.stat().st_size
     assert size <= 10 * 1024 * 1024, size
     print(f"wrote {model_path} ({size / 1e6:.2f} MB, sha256 {bundle.sha256[:12]}…), {RESULTS}, scores and card")

@@ -1,13 +1,46 @@
-"""The default model's ``MODEL_CARD.md``, written from the model file and its measured scores.
+"""The one model-card writer of the shipped models: :func:`write_card`.
 
-Used by ``train_default_model.py`` (after training) and ``fit_default_head.py`` (after refitting the head); every
-number comes from ``default_model_scores.json``, which those commands write.
+Every card is written from a model file and the scores file next to it, which the release scripts write; no
+number is typed by hand. :data:`CARDS` names the files of each kind of model: ``"nuclr"`` (the NuCLR default
+model, and candidate or grown models written by ``train_default_model --output-dir``) and ``"neurpir"`` (the
+NeurPIR default model).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
+
+from spikeinterface_neuronid.model_card import front_matter, save_model_info
+from spikeinterface_neuronid.model_card import model_card as bundle_card
+from tools.release.common import EVAL_ANIMALS, MOVED_FROM, NEURPIR_TRAIN_ANIMALS, RESULTS_DIR, VALIDATION_ANIMALS
+
+
+class CardFiles(NamedTuple):
+    """The file names of one kind of model in its folder."""
+
+    model: str
+    scores: str
+    card: str
+
+
+#: The files :func:`write_card` reads (``model``, ``scores``) and writes (``card``) for each kind of model.
+CARDS = {
+    "nuclr": CardFiles("neuronid-default.safetensors", "default_model_scores.json", "MODEL_CARD.md"),
+    "neurpir": CardFiles(
+        "neuronid-neurpir-default.safetensors", "neurpir_default_scores.json", "neuronid-neurpir-default.md"
+    ),
+}
+
+
+def _runnable(command: str) -> tuple[str, str]:
+    """``(command to run now, note)`` for a recorded ``command``: the note names the recorded one if it has moved."""
+    command = command.strip()
+    for before, now in MOVED_FROM.items():
+        if command == before or command.startswith(before + " "):
+            return now + command[len(before):], f"recorded as `{command}`, the script's earlier path"
+    return command, ""
 
 
 def _ood_line(bundle, head, head_info: dict) -> str:
@@ -15,7 +48,7 @@ def _ood_line(bundle, head, head_info: dict) -> str:
     check = head_info.get("ood_check")
     if not head.has_ood or not check:
         return ""
-    rates = Path(__file__).resolve().parent / "results" / "ood.json"
+    rates = RESULTS_DIR / "ood.json"
     measured = ""
     if rates.is_file():
         ood = json.loads(rates.read_text())
@@ -55,6 +88,8 @@ def _head_section(bundle, head_info: dict | None) -> str:
         for preset, s in zs.items()
     )
     counts = ", ".join(f"{c} {n}" for c, n in head_info["class_counts"].items())
+    ood = _ood_line(bundle, head, head_info)
+    reproduce, note = _runnable(head_info["command"])
     return f"""
 ## firing_type head
 
@@ -69,14 +104,14 @@ probability is below it are labelled `unknown`).
   logistic regression (C=1), temperature fitted on whole held-out animals ({head_info["num_calibration_units"]}
   units; their ECE {head_info["calibration_ece_before"]:.3f} at T=1, {head_info["calibration_ece_after"]:.3f}
   after).
-{_ood_line(bundle, head, head_info)}- **What the labels mean:** putative *electrophysiological firing classes* of the Izhikevich model (regular
+{ood}- **What the labels mean:** putative *electrophysiological firing classes* of the Izhikevich model (regular
   spiking, intrinsically bursting, chattering, fast spiking, low-threshold spiking), read from spike trains
   only. They are **not** transcriptomic or molecular cell types, and on real recordings they are a hypothesis
   about firing behaviour learned from simulation, to be checked against your own ground truth (or replaced by
   a head fitted on your own labels with `fit_head`).
 - **No brain-region head is shipped:** simulated region names (`region0`, ...) mean nothing on real data; fit
   a region head on your own atlas-registered units with `fit_head`.
-- **Reproduce:** `{head_info["command"]}` (also run at the end of the pretraining command); results in
+- **Reproduce:** `{reproduce}` (also run at the end of the pretraining command{"; " + note if note else ""}); results in
   `benchmarks/results/calibration.json`.
 
 ### Zero-shot scores of the head
@@ -114,7 +149,7 @@ def _front_matter(bundle, scores: dict, command: str) -> str:
                 f"          - {{type: balanced_accuracy, value: {s['balanced_accuracy']:.4f}}}",
                 f"        source: {{name: {json.dumps(command.strip())}}}",
             ]
-    return "\n".join(bundle.front_matter(license="apache-2.0", extra=index))
+    return "\n".join(front_matter(bundle, license="apache-2.0", extra=index))
 
 
 def _continuation(continued_from: dict | None) -> str:
@@ -185,7 +220,32 @@ def model_card(
     continued_from: dict | None = None,
     grown_from: dict | None = None,
 ) -> str:
-    """The markdown model card of the default model."""
+    """The markdown model card of a NuCLR model (the default model, or a candidate or grown one).
+
+    Parameters
+    ----------
+    bundle : ModelBundle
+        The model.
+    scores : dict
+        ``{preset: {task: probe scores}}`` of the scores file (``"scores"``).
+    command : str
+        The command that trained the model, as recorded.
+    seconds : float
+        Training time, simulation included.
+    head_info : dict or None
+        The scores file's ``"firing_type_head"`` section (None: no head section).
+    selection : dict or None
+        The scores file's ``"checkpoint_selection"`` section (None: the last step was kept).
+    eval_animals, validation_animals : sequence of int
+        The evaluation and checkpoint-validation animals.
+    continued_from, grown_from : dict or None, default: None
+        The scores file's sections on a ``--resume`` or ``--grow-from`` run.
+
+    Returns
+    -------
+    str
+        The card, YAML front matter first.
+    """
     prov = bundle.provenance
     training = prov.get("training", {})
     rows = "\n".join(
@@ -201,6 +261,7 @@ def model_card(
         if chosen
         else "last step"
     )
+    reproduce, note = _runnable(command)
     return f"""{_front_matter(bundle, scores, command)}# Model card: {bundle.name}
 
 - **Method:** `{bundle.method}` (NuCLR-style population-context contrastive model), {_architecture(bundle)};
@@ -213,7 +274,7 @@ def model_card(
 - **Training:** {training.get("steps", "?")} steps, batch {training.get("batch_size", "?")} view pairs of up to
   {training.get("max_units", "?")} units, seed {training.get("seed", "?")}; {selected};
   {seconds / 60:.0f} min on a 2-core CPU (simulation included){_continuation(continued_from)}{_growth(grown_from)}.
-- **Reproduce:** `{command.strip()}`
+- **Reproduce:** `{reproduce}`{f" ({note})" if note else ""}
 
 ## Measured zero-shot scores
 
@@ -243,15 +304,79 @@ intervals.
 {_head_section(bundle, head_info)}"""
 
 
-def write_card(out: Path, eval_animals, validation_animals) -> None:
-    """Rewrite ``MODEL_CARD.md`` from the model file and ``default_model_scores.json`` in ``out`` (atomically)."""
-    from spikeinterface_neuronid._io import atomic_path
+def neurpir_model_card(bundle, scores: dict) -> str:
+    """The markdown model card of the NeurPIR default model: the bundle's generated card and the measured scores.
+
+    Parameters
+    ----------
+    bundle : ModelBundle
+        The model.
+    scores : dict
+        The contents of ``neurpir_default_scores.json``.
+
+    Returns
+    -------
+    str
+        The card.
+    """
+    probe, base = scores["probe"], scores["baseline_log_rate_probe"]
+    lines = [
+        bundle_card(bundle).rstrip(),
+        "",
+        "## Zero-shot cell-type score (inductive)",
+        "",
+        f"Trained by `{scores['command']}` in {scores['train_seconds']:.0f} s on simulated `varied` + `easy` "
+        f"animals {list(NEURPIR_TRAIN_ANIMALS)}, with the stimulus as covariates (num_covariates = 2).",
+        f"Evaluation: `easy` animals {scores['eval_animals']} (never seen in training), linear probe fitted on "
+        f"animals {scores['probe_train_animals']} and scored on animal {scores['probe_test_animals']}.",
+        "",
+        "| features | macro-F1 | balanced accuracy |",
+        "|---|---|---|",
+        f"| NeurPIR embedding (with covariates) | {probe['macro_f1']:.3f} | {probe['balanced_accuracy']:.3f} |",
+        f"| log firing rate (baseline) | {base['macro_f1']:.3f} | {base['balanced_accuracy']:.3f} |",
+        "",
+        "Sorting analyzers carry no covariates: "
+        "`compute(\"neuron_embedding\", method=\"neurpir\")` feeds zeros in the",
+        "covariate channels, which is not the condition measured above.",
+        "",
+        f"Model file SHA-256 (file bytes): `{scores['file_sha256']}`",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def card_text(out: Path, kind: str = "nuclr") -> tuple[object, str]:
+    """The model in ``out`` and the text of its card, from its model file and scores file.
+
+    Parameters
+    ----------
+    out : Path
+        Folder holding the model file and the scores file named by ``CARDS[kind]``.
+    kind : {"nuclr", "neurpir"}, default: "nuclr"
+        Which kind of model (see :data:`CARDS`).
+
+    Returns
+    -------
+    bundle : ModelBundle
+        The loaded model.
+    text : str
+        The markdown card.
+
+    Raises
+    ------
+    ValueError
+        If the scores file does not describe this model file (its checksum differs).
+    """
     from spikeinterface_neuronid.bundle import ModelBundle
 
-    bundle = ModelBundle.load(out / "neuronid-default.safetensors")
-    saved = json.loads((out / "default_model_scores.json").read_text())
-    if saved["sha256"] != bundle.sha256:
-        raise ValueError("default_model_scores.json does not describe this model file; retrain instead")
+    files = CARDS[kind]
+    out = Path(out)
+    bundle = ModelBundle.load(out / files.model)
+    saved = json.loads((out / files.scores).read_text())
+    if saved["sha256" if kind == "nuclr" else "model_sha256"] != bundle.sha256:
+        raise ValueError(f"{files.scores} does not describe this model file; retrain instead")
+    if kind == "neurpir":
+        return bundle, neurpir_model_card(bundle, saved)
     text = model_card(
         bundle,
         saved["scores"],
@@ -259,11 +384,38 @@ def write_card(out: Path, eval_animals, validation_animals) -> None:
         saved["train_seconds"],
         saved.get("firing_type_head"),
         saved.get("checkpoint_selection"),
-        eval_animals,
-        validation_animals,
+        EVAL_ANIMALS,
+        VALIDATION_ANIMALS,
         saved.get("continued_from"),
         saved.get("grown_from"),
     )
-    with atomic_path(out / "MODEL_CARD.md") as tmp:
-        tmp.write_text(text)
-    bundle.save_model_info(out / "neuronid-default.safetensors")
+    return bundle, text
+
+
+def write_card(out: Path, kind: str = "nuclr") -> Path:
+    """Rewrite the model card in ``out`` from its model file and scores file (atomically).
+
+    Also rewrites the model's ``.model_info.json`` next to the model file.
+
+    Parameters
+    ----------
+    out : Path
+        Folder holding the files named by ``CARDS[kind]``: the default model's folder, or the ``--output-dir``
+        of a candidate or grown model.
+    kind : {"nuclr", "neurpir"}, default: "nuclr"
+        Which kind of model (see :data:`CARDS`).
+
+    Returns
+    -------
+    Path
+        The card written.
+    """
+    from spikeinterface_neuronid._io import atomic_path
+
+    files = CARDS[kind]
+    out = Path(out)
+    bundle, text = card_text(out, kind)
+    with atomic_path(out / files.card) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    save_model_info(bundle, out / files.model)
+    return out / files.card

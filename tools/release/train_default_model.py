@@ -1,9 +1,11 @@
 """Reproduce the default model shipped in ``spikeinterface_neuronid/default_model/``, or the benchmark's ablations.
 
-    python benchmarks/train_default_model.py              # the shipped model, with its model card
-    python benchmarks/train_default_model.py --ablations  # the ablation models of the benchmark (benchmarks/models/)
-    python benchmarks/train_default_model.py --card-only  # rewrite MODEL_CARD.md from the shipped files
-    python benchmarks/train_default_model.py --grow-from MODEL --steps 1000  # train only a single-unit tower onto MODEL
+    python -m tools.release.train_default_model              # the shipped model, with its model card
+    python -m tools.release.train_default_model --ablations  # the benchmark's ablation models (benchmarks/models/)
+    python -m tools.release.train_default_model --card-only  # rewrite MODEL_CARD.md from the shipped files
+    python -m tools.release.train_default_model --grow-from MODEL --steps 1000  # only a single-unit tower onto MODEL
+
+(from the repository root). The animal splits are those of :mod:`tools.release.common`.
 
 1. Simulates the pretraining corpus: :data:`PRETRAIN_ANIMALS` animals of every simulator preset (``easy``,
    ``hard``, ``varied``), one 600 s session each, with population sizes cycling through
@@ -18,8 +20,9 @@
    keeps the best checkpoint (NuCLR's model selection; no benchmark or evaluation animal is used). The latest
    weights are also written to ``--checkpoint`` so that a crashed run can be continued (``--resume``).
 4. Measures inductive zero-shot scores on the evaluation animals 1000-1003 (probe on three, test on the
-   fourth), fits the ``firing_type`` head (:func:`fit_default_head.add_firing_type_head`) and writes
-   ``neuronid-default.safetensors``, ``default_model_scores.json``, ``MODEL_CARD.md`` and
+   fourth), fits the ``firing_type`` head (:func:`tools.release.fit_default_head.add_firing_type_head`) and
+   writes ``neuronid-default.safetensors``, ``default_model_scores.json``, ``MODEL_CARD.md``
+   (:func:`tools.release.cards.write_card`) and
    ``benchmarks/results/calibration.json`` (atomically).
 
 With ``--grow-from MODEL`` (a model without the single-unit path) step 2 keeps MODEL's weights fixed and trains
@@ -42,25 +45,22 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-if str(HERE) not in sys.path:  # fit_default_head lives next to this script
-    sys.path.insert(0, str(HERE))
-
-from fit_default_head import (  # noqa: E402
+from tools.release.cards import write_card
+from tools.release.common import (
+    BENCHMARK_ANIMALS,
     EVAL_ANIMALS,
     HEAD_ANIMALS,
-    add_firing_type_head,
-    write_calibration,
-    write_calibration_markdown,
+    MODEL_DIR,
+    PRETRAIN_ANIMALS,
+    RESULTS_DIR,
+    ROOT,
+    VALIDATION_ANIMALS,
+    script_command,
 )
+from tools.release.fit_default_head import add_firing_type_head, write_calibration, write_calibration_markdown
 
-MODEL_DIR = ROOT / "spikeinterface_neuronid" / "default_model"
 ABLATION_DIR = ROOT / "benchmarks" / "models"
 PRESETS = ("easy", "hard", "varied")
-PRETRAIN_ANIMALS = tuple(range(2000, 2008))
-VALIDATION_ANIMALS = (2900, 2901)
-BENCHMARK_ANIMALS = tuple(range(0, 8))
 NUM_NEURONS = (100, 160, 250, 320)
 DURATION_S = 600.0
 VALIDATION_DURATION_S = 240.0
@@ -221,13 +221,6 @@ def _grown_from(init, path: str) -> dict:
     return grown
 
 
-def write_card(out: Path) -> None:
-    """Rewrite ``MODEL_CARD.md`` from the model file and ``default_model_scores.json`` in ``out``."""
-    from card import write_card as _write_card
-
-    _write_card(out, EVAL_ANIMALS, VALIDATION_ANIMALS)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=3000, help="training steps of the shipped model")
@@ -241,7 +234,7 @@ def main() -> None:
     parser.add_argument("--checkpoint-every", type=int, default=400, help="steps between validation checkpoints")
     parser.add_argument(
         "--checkpoint",
-        default=str(ROOT / "benchmarks" / "results" / "default_model_checkpoint.safetensors"),
+        default=str(RESULTS_DIR / "default_model_checkpoint.safetensors"),
         help="where the latest checkpoint is written",
     )
     parser.add_argument("--resume", action="store_true", help="start from --checkpoint's weights if it exists")
@@ -253,7 +246,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--resumed-command",
-        default="python benchmarks/train_default_model.py",
+        default=script_command("train_default_model"),
         help="with --resume: the command that wrote the checkpoint (recorded in the model card)",
     )
     parser.add_argument(
@@ -274,7 +267,7 @@ def main() -> None:
     from spikeinterface_neuronid._io import write_json
     from spikeinterface_neuronid.methods.nuclr import NuCLRConfig
 
-    command = "python benchmarks/train_default_model.py " + " ".join(sys.argv[1:])
+    command = script_command("train_default_model") + " " + " ".join(sys.argv[1:])
     t0 = time.perf_counter()
     corpus, provenance = simulate_corpus()
     provenance["command"] = command
@@ -375,7 +368,8 @@ def main() -> None:
     size = (out / "neuronid-default.safetensors").stat().st_size
     assert size <= 10 * 1024 * 1024, size
     print(
-        f"wrote {out} (sha256 {bundle.sha256[:12]}…, {size / 1e6:.2f} MB) in {(time.perf_counter() - t0) / 60:.1f} min"
+        f"wrote {out} (sha256 {bundle.sha256[:12]}…, {size / 1e6:.2f} MB) "
+        f"in {(time.perf_counter() - t0) / 60:.1f} min"
     )
 
 
