@@ -64,6 +64,7 @@ __all__ = [
     "analyzer_to_spike_train_sets",
     "spike_train_corpus",
     "peak_channel_waveforms",
+    "spike_only_analyzer",
 ]
 
 
@@ -195,3 +196,36 @@ def spike_train_corpus(sources: Sequence) -> list[SpikeTrainSet]:
     for source in sources:
         corpus.extend(_segments_of(source))
     return corpus
+
+
+def spike_only_analyzer(sorting, num_samples: int):
+    """An in-memory ``SortingAnalyzer`` of ``sorting`` on a lazy one-channel placeholder recording.
+
+    For sortings read without their recording (NWB Units tables, phy folders): the placeholder generates no
+    data unless read, and gives the analyzer its duration and sampling frequency.
+
+    Parameters
+    ----------
+    sorting : BaseSorting
+        The sorting (one segment).
+    num_samples : int
+        Length of the placeholder recording in samples at ``sorting.sampling_frequency``.
+
+    Returns
+    -------
+    SortingAnalyzer
+    """
+    import spikeinterface.core as si
+
+    fs = float(sorting.sampling_frequency)
+    placeholder = si.generate_recording(
+        num_channels=1, durations=[num_samples / fs], sampling_frequency=fs, set_probe=True, seed=0
+    )
+    return si.create_sorting_analyzer(
+        sorting,
+        placeholder,
+        format="memory",
+        sparse=False,
+        main_channel_indices=np.zeros(sorting.get_num_units(), dtype=int),
+    )
+

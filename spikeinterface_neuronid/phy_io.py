@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .corpus import spike_only_analyzer
 from .schema import label_property, probability_property
 
 __all__ = [
@@ -304,24 +305,12 @@ def phy_folder_analyzer(folder: str | Path, sampling_frequency: float | None = N
         file ``params.py`` names, when it exists, else up to the last spike. The sorting's property
         ``original_cluster_id`` holds phy's cluster ids.
     """
-    import spikeinterface.core as si
-
     folder = Path(folder)
     sorting = read_phy_sorting(folder, sampling_frequency)
     ids = np.asarray(sorting.get_property("original_cluster_id"))
-    fs = float(sorting.sampling_frequency)
     last = int(sorting.to_spike_vector()["sample_index"].max())
     num_samples = max(_dat_num_samples(folder) or 0, last + 2)
-    placeholder = si.generate_recording(
-        num_channels=1, durations=[num_samples / fs], sampling_frequency=fs, set_probe=True, seed=0
-    )
-    analyzer = si.create_sorting_analyzer(
-        sorting,
-        placeholder,
-        format="memory",
-        sparse=False,
-        main_channel_indices=np.zeros(sorting.get_num_units(), dtype=int),
-    )
+    analyzer = spike_only_analyzer(sorting, num_samples)
     if analyzer.sorting.get_property("original_cluster_id") is None:
         analyzer.sorting.set_property("original_cluster_id", ids)
     if waveforms:

@@ -97,6 +97,17 @@ class _Dataset:
                 for p, t in zip(self.populations, self.templates)
             ]
 
+    @classmethod
+    def simulated(cls, preset: str, settings: BenchmarkSettings, log: Callable[[str], None]) -> "_Dataset":
+        """Simulate ``preset`` for a run and log how long it took."""
+        t0 = time.perf_counter()
+        data = cls(preset, settings, progress_bar=False)
+        log(
+            f"{preset}: simulated {len(data.populations)} animals, {len(data.animal_of_unit)} units "
+            f"in {time.perf_counter() - t0:.1f} s"
+        )
+        return data
+
     def y(self, task: str) -> np.ndarray:
         return np.concatenate(self.labels[task])
 
@@ -159,11 +170,15 @@ class _Run:
                 transductive_steps=int(getattr(est, "transductive_steps", 0) or 0) if spec.kind == "pretrained" else 0,
             )
         )
+        self._record_speed(data, spec, "fit", protocol, fold, meter, pops)
+        return est
+
+    def _record_speed(self, data: "_Dataset", spec: MethodSpec, stage: str, protocol: str, fold, meter, pops) -> None:
         self.speed.append(
             dict(
                 preset=data.preset,
                 method=spec.name,
-                stage="fit",
+                stage=stage,
                 protocol=protocol,
                 fold=fold,
                 seconds=meter.seconds,
@@ -171,24 +186,12 @@ class _Run:
                 num_units=sum(p.num_units for p in pops),
             )
         )
-        return est
 
     def _embed(self, spec: MethodSpec, est, data: _Dataset, protocol: str, fold) -> np.ndarray:
         kwargs = {"templates": data.templates} if getattr(est, "needs_templates", False) else {}
         with _PeakMemory() as meter:
             parts = est.transform(data.populations, **kwargs)
-        self.speed.append(
-            dict(
-                preset=data.preset,
-                method=spec.name,
-                stage="embed",
-                protocol=protocol,
-                fold=fold,
-                seconds=meter.seconds,
-                peak_mib=meter.peak_mib,
-                num_units=sum(p.num_units for p in data.populations),
-            )
-        )
+        self._record_speed(data, spec, "embed", protocol, fold, meter, data.populations)
         return np.concatenate([np.asarray(p, dtype=np.float64) for p in parts])
 
     # -- scoring -----------------------------------------------------------------------------------------------

@@ -226,12 +226,7 @@ def rerun_benchmark(
     merged_predictions: dict[tuple, np.ndarray] = {}
     try:
         for preset in settings.presets:
-            t0 = time.perf_counter()
-            data = _Dataset(preset, settings, progress_bar=False)
-            log(
-                f"{preset}: simulated {len(data.populations)} animals, {len(data.animal_of_unit)} units "
-                f"in {time.perf_counter() - t0:.1f} s"
-            )
+            data = _Dataset.simulated(preset, settings, log)
             stored = previous_predictions[preset]
             same = np.array_equal(np.asarray(stored["animal"]), data.animal_of_unit) and all(
                 np.array_equal(

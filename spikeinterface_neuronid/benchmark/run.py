@@ -150,12 +150,7 @@ def run_benchmark(
     torch.set_num_threads(int(settings.num_threads))
     try:
         for preset in settings.presets:
-            t0 = time.perf_counter()
-            data = _Dataset(preset, settings, progress_bar=False)
-            log(
-                f"{preset}: simulated {len(data.populations)} animals, {len(data.animal_of_unit)} units "
-                f"in {time.perf_counter() - t0:.1f} s"
-            )
+            data = _Dataset.simulated(preset, settings, log)
             run.run_preset(data, specs, bar)
     finally:
         torch.set_num_threads(old_threads)

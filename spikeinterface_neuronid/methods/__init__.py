@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch is only needed once a method is used
     import torch
 
-__all__ = ["METHODS", "REQUIRED_ATTRIBUTES", "MethodConfig", "ViewBatch", "get_method", "available_methods"]
+__all__ = ["METHODS", "REQUIRED_ATTRIBUTES", "MethodConfig", "ViewBatch", "get_method", "available_methods", "check_encoder_input"]
 
 #: Registry: method name -> module implementing it.
 METHODS: dict[str, str] = {
@@ -138,6 +138,29 @@ class ViewBatch:
         """The same batch on another torch device."""
         moved = (getattr(self, f) for f in self.__dataclass_fields__)
         return ViewBatch(*(None if t is None else t.to(device) for t in moved))
+
+
+def check_encoder_input(counts, unit_mask) -> tuple[int, int, int]:
+    """``(batch, units, bins)`` of an encoder's input; a ValueError naming the tensor if the shapes or dtype are off.
+
+    Parameters
+    ----------
+    counts : torch.Tensor
+        ``(batch, units, bins)`` spike counts.
+    unit_mask : torch.Tensor
+        bool ``(batch, units)``: which unit slots hold a unit.
+    """
+    import torch
+
+    if counts.dim() != 3:
+        raise ValueError(f"counts must have shape (batch, units, bins), got {tuple(counts.shape)}")
+    batch, width, bins = counts.shape
+    if unit_mask.shape != (batch, width) or unit_mask.dtype != torch.bool:
+        raise ValueError(
+            f"unit_mask must be a bool tensor of shape {(batch, width)}, got {unit_mask.dtype} "
+            f"{tuple(unit_mask.shape)}"
+        )
+    return batch, width, bins
 
 
 def available_methods() -> list[str]:

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import MethodConfig, ViewBatch
+from . import MethodConfig, ViewBatch, check_encoder_input
 
 __all__ = [
     "NAME",
@@ -236,14 +236,7 @@ class NeurPIREncoder(nn.Module):
 
     def forward(self, counts: Tensor, unit_mask: Tensor, covariates: Tensor | None = None) -> Tensor:
         cfg = self.config
-        if counts.dim() != 3:
-            raise ValueError(f"counts must have shape (batch, units, bins), got {tuple(counts.shape)}")
-        batch, width, bins = counts.shape
-        if unit_mask.shape != (batch, width) or unit_mask.dtype != torch.bool:
-            raise ValueError(
-                f"unit_mask must be a bool tensor of shape {(batch, width)}, got {unit_mask.dtype} "
-                f"{tuple(unit_mask.shape)}"
-            )
+        batch, width, bins = check_encoder_input(counts, unit_mask)
         if bins < self.receptive_field:
             raise ValueError(f"the window has {bins} bins; the model needs at least {self.receptive_field}")
         if covariates is not None:

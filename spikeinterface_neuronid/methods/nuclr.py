@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import ViewBatch
+from . import ViewBatch, check_encoder_input
 from ._nuclr_config import NuCLRConfig
 from .nuclr_layers import (
     RotaryTime,
@@ -172,14 +172,7 @@ class NuCLREncoder(nn.Module):
         self, counts: Tensor, unit_mask: Tensor, unit_inputs: Tensor | None = None, edges: Tensor | None = None
     ) -> Tensor:
         cfg = self.config
-        if counts.dim() != 3:
-            raise ValueError(f"counts must have shape (batch, units, bins), got {tuple(counts.shape)}")
-        batch, width, bins = counts.shape
-        if unit_mask.shape != (batch, width) or unit_mask.dtype != torch.bool:
-            raise ValueError(
-                f"unit_mask must be a bool tensor of shape {(batch, width)}, got {unit_mask.dtype} "
-                f"{tuple(unit_mask.shape)}"
-            )
+        batch, width, bins = check_encoder_input(counts, unit_mask)
         if cfg.context == "window":
             if bins < cfg.token_bins or bins % cfg.token_bins:
                 raise ValueError(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..corpus import spike_only_analyzer
 from .io import _nwb_io, is_zarr_path
 from .metadata import EMBEDDING_COLUMN, MODEL_RECORD_NAME
 
@@ -175,7 +176,6 @@ def nwb_analyzer(source: Path, sampling_frequency: float | None, check_annotated
     ValueError
         A ``sampling_frequency`` (given, or from the file's resolution) that is not positive or is too coarse.
     """
-    import spikeinterface.core as si
     from spikeinterface.extractors import read_nwb_sorting
 
     info = _units_summary(source, check_annotated=check_annotated)
@@ -187,14 +187,5 @@ def nwb_analyzer(source: Path, sampling_frequency: float | None, check_annotated
     num_samples = max(
         int(np.floor((info["t_end"] - t_start) * fs + 1e-6)), int(np.ceil((info["t_max"] - t_start) * fs)) + 2
     )
-    placeholder = si.generate_recording(
-        num_channels=1, durations=[num_samples / fs], sampling_frequency=fs, set_probe=True, seed=0
-    )
-    analyzer = si.create_sorting_analyzer(
-        sorting,
-        placeholder,
-        format="memory",
-        sparse=False,
-        main_channel_indices=np.zeros(sorting.get_num_units(), dtype=int),
-    )
+    analyzer = spike_only_analyzer(sorting, num_samples)
     return analyzer, t_start, num_samples / fs
