@@ -9,7 +9,7 @@ imported, as those of :mod:`spikeinterface_neuronid.training`.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -17,7 +17,17 @@ import torch
 from .data import SpikeTrainSet, ViewPair, sample_view_pair
 from .methods import ViewBatch
 
-__all__ = ["collate_view_pairs", "draw_view_pairs", "draw_positions", "num_matched", "SpanSampler", "MAX_FAILED_DRAWS"]
+__all__ = [
+    "collate_view_pairs",
+    "draw_view_pairs",
+    "draw_positions",
+    "num_matched",
+    "SpanSampler",
+    "SessionBlocks",
+    "StepBatches",
+    "step_batch_loader",
+    "MAX_FAILED_DRAWS",
+]
 
 #: Consecutive failed draws after which the corpus is declared unusable.
 MAX_FAILED_DRAWS = 1000
@@ -25,6 +35,9 @@ MAX_FAILED_DRAWS = 1000
 #: Second entropy word of the per-sample streams of ``shard_global_batch=True``: keeps them apart from the
 #: per-rank streams ``(seed, rank)`` of the default single-process stream.
 _SHARD_STREAM = 0x5EED5A4D
+
+#: Second entropy word of the epoch shuffles of :class:`SessionBlocks`.
+_BLOCK_STREAM = 0xB10C5
 
 
 def collate_view_pairs(pairs: Sequence[ViewPair]) -> ViewBatch:
@@ -190,9 +203,10 @@ def draw_view_pairs(
     spec,
     num: int,
     sampler: SpanSampler | None = None,
+    items: np.ndarray | None = None,
     **view_kwargs: Any,
 ) -> list[ViewPair]:
-    """Draw ``num`` view pairs from populations chosen uniformly from ``corpus``.
+    """Draw ``num`` view pairs from populations chosen uniformly from ``corpus`` (or from its ``items``).
 
     Draws that :func:`~spikeinterface_neuronid.data.sample_view_pair` (or, for span-context models,
     ``sampler``) rejects (too few shared units) are redrawn.
@@ -209,6 +223,8 @@ def draw_view_pairs(
         Number of pairs.
     sampler : SpanSampler | None, default: None
         Draws span views (span-context models); None draws window views.
+    items : np.ndarray | None, default: None
+        Corpus indices to draw from (the block of :class:`SessionBlocks` of the step); None: all items.
     **view_kwargs
         ``max_shift_s``, ``min_keep``, ``max_units``: passed to the view sampler.
 
@@ -225,7 +241,7 @@ def draw_view_pairs(
     pairs: list[ViewPair] = []
     failed = too_short = 0
     while len(pairs) < num:
-        index = int(rng.integers(len(corpus)))
+        index = int(rng.integers(len(corpus))) if items is None else int(items[rng.integers(len(items))])
         trains = corpus[index]
         if sampler is not None:
             pair = sampler(rng, index, spec, **view_kwargs)
@@ -260,7 +276,14 @@ def _sample_rng(seed: int, step: int, position: int) -> np.random.Generator:
 
 
 def draw_positions(
-    seed: int, step: int, positions: range, corpus, spec, sampler: SpanSampler | None, view_kwargs: dict
+    seed: int,
+    step: int,
+    positions: range,
+    corpus,
+    spec,
+    sampler: SpanSampler | None,
+    view_kwargs: dict,
+    items: np.ndarray | None = None,
 ) -> list[ViewPair]:
     """The view pairs of some positions of one step's global batch, each drawn from its own stream.
 
@@ -283,6 +306,8 @@ def draw_positions(
         Draws span views (span-context models); None draws window views.
     view_kwargs : dict
         Passed to :func:`draw_view_pairs`.
+    items : np.ndarray | None, default: None
+        Corpus indices to draw from; None: all items.
 
     Returns
     -------
@@ -292,8 +317,50 @@ def draw_positions(
     pairs: list[ViewPair] = []
     for position in positions:
         rng = _sample_rng(seed, step, position)
-        pairs += draw_view_pairs(rng, corpus, spec, 1, sampler=sampler, **view_kwargs)
+        pairs += draw_view_pairs(rng, corpus, spec, 1, sampler=sampler, items=items, **view_kwargs)
     return pairs
+
+
+class SessionBlocks:
+    """Session-blocked sampling: the corpus items each step may draw from.
+
+    The corpus is shuffled once per epoch (seeded) and cut into blocks of ``sessions`` items (the last block
+    of an epoch may be smaller); block ``b`` is used for steps ``b * steps`` to ``(b + 1) * steps - 1``. A lazy
+    corpus whose cache holds ``sessions`` sources then reads each source once per block instead of at
+    almost every draw, and every item is visited once per epoch. The block of a step depends only on
+    ``(seed, step)``, so DataLoader workers and ranks agree on it.
+
+    Parameters
+    ----------
+    num_items : int
+        Items of the corpus.
+    sessions : int
+        Items per block.
+    steps : int
+        Steps per block.
+    seed : int
+        Seed of the epoch shuffles.
+    """
+
+    def __init__(self, num_items: int, sessions: int, steps: int, seed: int):
+        for label, value in (("session_block", sessions), ("session_block_steps", steps)):
+            if isinstance(value, bool) or int(value) != value or int(value) < 1:
+                raise ValueError(f"{label} must be an integer >= 1, got {value!r}")
+        self.num_items, self.sessions, self.steps, self.seed = int(num_items), int(sessions), int(steps), int(seed)
+        self.blocks_per_epoch = -(-self.num_items // self.sessions)
+
+    def block_of(self, step: int) -> int:
+        """The block index of ``step``."""
+        return int(step) // self.steps
+
+    def items(self, step: int) -> np.ndarray:
+        """The corpus indices step ``step`` draws from."""
+        epoch, within = divmod(self.block_of(step), self.blocks_per_epoch)
+        order = np.random.default_rng([self.seed, _BLOCK_STREAM, epoch]).permutation(self.num_items)
+        return order[within * self.sessions : (within + 1) * self.sessions]
+
+    def __repr__(self) -> str:
+        return f"SessionBlocks({self.num_items} items, {self.sessions} per block, {self.steps} steps per block)"
 
 
 def num_matched(batch: ViewBatch) -> int:
@@ -310,3 +377,95 @@ def num_matched(batch: ViewBatch) -> int:
     """
     same = batch.units1[:, :, None] == batch.units2[:, None, :]
     return int((same & batch.mask1[:, :, None] & batch.mask2[:, None, :]).sum())
+
+
+class StepBatches(torch.utils.data.IterableDataset):
+    """The collated batches of steps ``start`` to ``steps - 1`` of one rank, for a DataLoader with workers.
+
+    Worker ``w`` of ``n`` draws steps ``start + w``, ``start + w + n``, ...; a DataLoader takes the workers'
+    items in turn, so it yields ``(step, batch)`` in step order. Every batch is drawn from the streams of its
+    step (:func:`draw_positions`), so the batches do not depend on the number of workers.
+
+    Parameters
+    ----------
+    corpus : sequence of SpikeTrainSet
+        The training populations (a :class:`~spikeinterface_neuronid.streaming.LazyCorpus` has a cache per
+        worker).
+    spec : WindowSpec
+        Window settings of the model.
+    sampler : SpanSampler | None
+        Draws span views (span-context models); None draws window views.
+    view_kwargs : dict
+        Passed to :func:`draw_view_pairs`.
+    seed : int
+        Seed of the run.
+    positions : range
+        This rank's positions of the global batch.
+    start, steps : int
+        First step and number of steps of the run.
+    blocks : SessionBlocks | None, default: None
+        Session-blocked sampling; None draws from the whole corpus.
+    """
+
+    def __init__(
+        self,
+        corpus,
+        spec,
+        sampler: SpanSampler | None,
+        view_kwargs: dict,
+        seed: int,
+        positions: range,
+        start: int,
+        steps: int,
+        blocks: SessionBlocks | None = None,
+    ):
+        super().__init__()
+        self.corpus, self.spec, self.sampler, self.view_kwargs = corpus, spec, sampler, dict(view_kwargs)
+        self.seed, self.positions, self.start, self.steps, self.blocks = int(seed), positions, start, steps, blocks
+
+    def batch(self, step: int) -> ViewBatch:
+        """The collated batch of ``step``."""
+        items = None if self.blocks is None else self.blocks.items(step)
+        pairs = draw_positions(
+            self.seed, step, self.positions, self.corpus, self.spec, self.sampler, self.view_kwargs, items
+        )
+        return collate_view_pairs(pairs)
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        for step in range(self.start + worker, self.steps, workers):
+            yield step, self.batch(step)
+
+
+def _as_is(item):
+    return item
+
+
+def step_batch_loader(batches: StepBatches, num_workers: int) -> Iterator[tuple[int, ViewBatch]]:
+    """A DataLoader over ``batches`` with ``num_workers`` worker processes (2 batches in flight per worker).
+
+    Parameters
+    ----------
+    batches : StepBatches
+        The batches of the run.
+    num_workers : int
+        Worker processes, >= 1.
+
+    Returns
+    -------
+    iterator of (int, ViewBatch)
+        ``(step, batch)`` in step order.
+    """
+    # a generator of its own: the loader's worker seeds must not come from (and advance) torch's global RNG,
+    # which the dropout of the training step uses
+    generator = torch.Generator().manual_seed(batches.seed)
+    loader = torch.utils.data.DataLoader(
+        batches,
+        batch_size=None,
+        num_workers=int(num_workers),
+        collate_fn=_as_is,
+        prefetch_factor=2,
+        generator=generator,
+    )
+    return iter(loader)

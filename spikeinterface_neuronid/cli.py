@@ -187,6 +187,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the run from --checkpoint's training state, with the run's settings (default: off, "
         "start afresh)",
     )
+    pre.add_argument(
+        "--session-block",
+        type=_non_negative_int,
+        metavar="N",
+        help="draw the steps of each block of --session-block-steps from N input sessions only (a seeded "
+        "shuffle of the inputs per epoch), so that each session is read about once per block; 0 draws from "
+        "all sessions (default: --cache-sessions when there are more inputs than that, else 0)",
+    )
+    pre.add_argument(
+        "--session-block-steps",
+        type=_positive(int),
+        default=100,
+        metavar="STEPS",
+        help="steps per session block (default: %(default)s)",
+    )
+    pre.add_argument(
+        "--workers",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="DataLoader worker processes that draw batches ahead of training; each holds its own session cache; "
+        "the model does not depend on N (default: %(default)s, draw in a thread)",
+    )
     pre.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: %(default)s)")
     pre.add_argument("--name", default="neuronid-model", help="model name stored in the file (default: %(default)s)")
     pre.add_argument("-o", "--output", required=True, help="model file to write (.safetensors); required, no default")
@@ -350,6 +373,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             config=args.config,
             init=args.init,
             cache_sessions=args.cache_sessions,
+            session_block=args.session_block,
+            session_block_steps=args.session_block_steps,
+            num_workers=args.workers,
             steps=args.steps,
             batch_size=args.batch_size,
             lr=args.lr,

@@ -62,6 +62,9 @@ def pretrain_command(
     config: str = "cpu",
     init: str | None = None,
     cache_sessions: int = 4,
+    session_block: int | None = None,
+    session_block_steps: int = 100,
+    num_workers: int = 0,
     steps: int = 2000,
     batch_size: int = 8,
     lr: float = 1e-3,
@@ -102,6 +105,13 @@ def pretrain_command(
         Model to fine-tune from (``"default"`` or a path); None starts from random weights.
     cache_sessions : int, default: 4
         Input sessions held in memory at once.
+    session_block : int | None, default: None
+        Sessions per block of session-blocked sampling (``pretrain(session_block=...)``); 0 turns it off;
+        None: ``cache_sessions`` for ``inputs`` with more items than that, else off.
+    session_block_steps : int, default: 100
+        Steps per session block.
+    num_workers : int, default: 0
+        DataLoader worker processes drawing the batches (``pretrain(num_workers=...)``).
     steps : int, default: 2000
         Optimiser steps.
     batch_size : int, default: 8
@@ -156,6 +166,8 @@ def pretrain_command(
         )
         provenance = dict(data=data, sources=[str(p) for p in corpus.sources], num_sessions=len(corpus))
     provenance["command"] = command
+    if session_block is None:
+        session_block = cache_sessions if not simulated and len(corpus) > cache_sessions else 0
     init_bundle = resolve_model(init) if init else None
     method_config = None
     if init_bundle is None:
@@ -177,6 +189,9 @@ def pretrain_command(
             device=device,
             name=name,
             provenance=provenance,
+            session_block=session_block or None,
+            session_block_steps=session_block_steps,
+            num_workers=num_workers,
             checkpoint_every=checkpoint_every if checkpoint else None,
             checkpoint_path=checkpoint,
             resume_from=checkpoint if resume else None,

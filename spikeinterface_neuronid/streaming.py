@@ -242,7 +242,9 @@ class LazyCorpus(Sequence[SpikeTrainSet]):
     cache_size : int, default: 4
         Sources kept in memory; peak memory is that of this many sources (plus the one being read), not of the
         corpus. Training draws sessions uniformly, so with ``cache_size`` well below the number of sources most
-        draws read a source again: raise it as memory allows.
+        draws read a source again, unless it samples in session blocks of at most ``cache_size`` items
+        (``pretrain(session_block=...)``, the default of ``neuronid pretrain``), which reads each source about
+        once per block. Each DataLoader worker (``pretrain(num_workers=...)``) holds a cache of its own.
     sampling_frequency : float | None, default: None
         NWB frame grid in Hz (see :func:`load_spike_train_sets`); None: from each file's Units table.
 
@@ -323,6 +325,16 @@ class LazyCorpus(Sequence[SpikeTrainSet]):
             self.num_loads += 1
             self._cache[source] = sets
             return sets
+
+    def __getstate__(self) -> dict:
+        # a copy for a DataLoader worker (spawned) starts with an empty cache and a lock of its own
+        state = self.__dict__.copy()
+        state["_cache"], state["_lock"] = OrderedDict(), None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     @property
     def cached_sources(self) -> list[Path]:

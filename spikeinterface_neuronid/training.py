@@ -41,7 +41,14 @@ from torch import nn
 from . import _optim, _train_state
 from ._checkpoints import Checkpointer, load_init, resume_run
 from ._distributed import global_step_loss, join_process_group
-from ._sampling import SpanSampler, collate_view_pairs, draw_positions, draw_view_pairs
+from ._sampling import (
+    SessionBlocks,
+    SpanSampler,
+    StepBatches,
+    collate_view_pairs,
+    draw_view_pairs,
+    step_batch_loader,
+)
 from .bundle import ModelBundle
 from .data import SpikeTrainSet
 from .inference import torch_threads
@@ -85,6 +92,9 @@ def pretrain(
     mixed_precision: bool | None = None,
     resume_from: str | os.PathLike | None = None,
     freeze_init: bool = False,
+    session_block: int | None = None,
+    session_block_steps: int = 100,
+    num_workers: int = 0,
 ) -> tuple[ModelBundle, dict]:
     """Self-supervised training of an embedding model on a corpus of populations.
 
@@ -157,8 +167,8 @@ def pretrain(
         overlap and ``W`` processes with ``batch_size=B`` draw exactly the pairs of one process with
         ``batch_size=W * B`` (with dropout 0 they train the same model, up to float rounding). False: each rank
         draws its pairs in sequence from one stream seeded by ``(seed, rank)`` (the single-process stream of
-        earlier versions). None: True under torchrun (world size > 1), False in a single process, so that a
-        single-process run gives the same weights as before this option existed.
+        earlier versions). None: True under torchrun (world size > 1) or with ``num_workers``, False in a
+        single process, so that a single-process run gives the same weights as before this option existed.
     mixed_precision : bool | None, default: None
         Run the encoder and projector under bf16 autocast (the contrastive loss, the weights and AdamW stay
         float32). None: on when ``device`` is CUDA and the GPU supports bf16, off on CPU; True needs a CUDA
@@ -167,6 +177,18 @@ def pretrain(
         Grow ``init`` instead of fine-tuning it: ``config`` may add modules that ``init`` lacks (for NuCLR, the
         single-unit tower of ``single_unit_path``); the weights that come from ``init`` stay fixed and only the
         new ones are trained. Without it every weight of ``init`` must fit ``config`` and all are trained.
+    session_block : int | None, default: None
+        Session-blocked sampling (:class:`~spikeinterface_neuronid._sampling.SessionBlocks`): the corpus is
+        shuffled every epoch and cut into blocks of this many items, and the steps of one block draw only from
+        its items, so that a lazy corpus with a cache of ``session_block`` sources reads each source about
+        once per block. None draws every pair from the whole corpus.
+    session_block_steps : int, default: 100
+        Steps per block of ``session_block``.
+    num_workers : int, default: 0
+        DataLoader worker processes that draw and collate the batches ahead of training (each with its own
+        copy of the corpus cache and of the span statistics cache); 0 draws them in a thread of this
+        process. The batches of a step come from that step's streams (``shard_global_batch``, which must then
+        be on), so the result does not depend on ``num_workers``.
     resume_from : str | PathLike | None, default: None
         Continue a run from a checkpoint written with ``checkpoint_path`` (that path, or its
         ``.state.safetensors`` file): the weights, AdamW state, step, sampler and torch RNG states, history
@@ -174,7 +196,7 @@ def pretrain(
         schedule (no new warm-up). The settings that define the run (method, config, steps, batch size, lr,
         weight decay, warm-up, view settings, grad clip, seed, world size, sampling mode, precision, number
         of sessions, init model) must be those of the checkpoint's run; ``device``, ``num_threads``,
-        ``checkpoint_*`` and logging may change. On CPU with the same thread count the result is
+        ``checkpoint_*``, ``num_workers`` and logging may change. On CPU with the same thread count the result is
         bit-identical to an uninterrupted run. Under torchrun every rank reads the file (a shared
         filesystem) and ``shard_global_batch`` must be on (the default there). None: start afresh.
 
@@ -224,6 +246,15 @@ def pretrain(
     for label, value in (("shard_global_batch", shard_global_batch), ("mixed_precision", mixed_precision)):
         if value is not None and not isinstance(value, (bool, np.bool_)):
             raise ValueError(f"{label} must be True, False or None, got {value!r}")
+    if isinstance(num_workers, bool) or int(num_workers) != num_workers or int(num_workers) < 0:
+        raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
+    num_workers = int(num_workers)
+    if num_workers and shard_global_batch is False:
+        raise ValueError(
+            "num_workers > 0 draws every step from its own streams: use shard_global_batch=True or None, or "
+            "num_workers=0"
+        )
+    blocks = None if session_block is None else SessionBlocks(len(corpus), session_block, session_block_steps, seed)
     autocast = _optim.use_autocast(device, mixed_precision)
     if init is not None:
         method = init.method
@@ -245,7 +276,7 @@ def pretrain(
 
     distributed, created_group, rank, world, device = join_process_group(device)
     on_cpu = torch.device(device).type == "cpu"
-    shard = (world > 1) if shard_global_batch is None else bool(shard_global_batch)
+    shard = (world > 1 or num_workers > 0) if shard_global_batch is None else bool(shard_global_batch)
     rng = np.random.default_rng([int(seed), rank])
     view_kwargs = dict(max_shift_s=max_shift_s, min_keep=min_keep, max_units=int(max_units))
     # NuCLR's loss is the mean over the matched pairs of the batch: ranks are weighted by their pair counts
@@ -272,6 +303,8 @@ def pretrain(
         init=None if init is None else init.sha256,
         freeze_init=bool(freeze_init),
     )
+    if blocks is not None:  # (absent when off, so that state files of earlier versions still resume)
+        run_settings.update(session_block=blocks.sessions, session_block_steps=blocks.steps)
     resumed = None
     if resume_from is not None:
         if world > 1 and not shard:
@@ -339,13 +372,27 @@ def pretrain(
                     progress.update(start)
             model.train()
 
-            def draw(step: int) -> ViewBatch:
-                if shard:
-                    positions = range(rank * batch_size, (rank + 1) * batch_size)
-                    pairs = draw_positions(seed, step, positions, corpus, spec, sampler, view_kwargs)
-                else:
-                    pairs = draw_view_pairs(rng, corpus, spec, batch_size, sampler=sampler, **view_kwargs)
-                return collate_view_pairs(pairs)
+            positions = range(rank * batch_size, (rank + 1) * batch_size)
+            step_batches = StepBatches(corpus, spec, sampler, view_kwargs, seed, positions, start, steps, blocks)
+            if num_workers and start < steps:
+                loaded = step_batch_loader(step_batches, num_workers)
+
+                def draw(step: int) -> ViewBatch:
+                    drawn_step, batch = next(loaded)
+                    if drawn_step != step:  # the DataLoader yields its workers' batches in turn
+                        raise RuntimeError(f"the batch loader gave step {drawn_step} for step {step}")
+                    return batch
+
+            elif shard:
+                draw = step_batches.batch
+            else:
+
+                def draw(step: int) -> ViewBatch:
+                    items = None if blocks is None else blocks.items(step)
+                    pairs = draw_view_pairs(
+                        rng, corpus, spec, batch_size, sampler=sampler, items=items, **view_kwargs
+                    )
+                    return collate_view_pairs(pairs)
 
             global_loss = partial(global_step_loss, world=world, pair_weighted=pair_weighted) if distributed else None
             _optim.run_steps(
@@ -408,6 +455,8 @@ def pretrain(
     )
     if shard or world > 1:  # (absent from single-process runs of the default stream, as before)
         training.update(shard_global_batch=shard, global_batch_size=batch_size * world)
+    if blocks is not None:
+        training.update(session_block=blocks.sessions, session_block_steps=blocks.steps)
     if autocast:
         training["precision"] = "bf16-autocast"
     if resumed is not None:
@@ -418,101 +467,5 @@ def pretrain(
     return bundle, history
 
 
-def fine_tune(
-    bundle: ModelBundle,
-    corpus: Sequence[SpikeTrainSet],
-    steps: int = 500,
-    lr: float = 2e-4,
-    warmup_steps: int = 50,
-    name: str | None = None,
-    **kwargs: Any,
-) -> tuple[ModelBundle, dict]:
-    """Continue self-supervised training of ``bundle`` on new populations.
-
-    A thin wrapper of :func:`pretrain` with ``init=bundle``, fewer steps and a lower learning rate; other
-    keyword arguments are passed on.
-
-    Returns
-    -------
-    bundle : ModelBundle
-        The fine-tuned model (provenance records the starting model's name and sha256).
-    history : dict
-        As :func:`pretrain`.
-    """
-    return pretrain(
-        corpus,
-        init=bundle,
-        steps=steps,
-        lr=lr,
-        warmup_steps=warmup_steps,
-        name=name or f"{bundle.name}-finetuned",
-        **kwargs,
-    )
-
-
-def fine_tune_transductive(
-    bundle: ModelBundle,
-    corpus: Sequence[SpikeTrainSet],
-    steps: int,
-    seed: int = 0,
-    device: str = "cpu",
-    num_threads: int | None = None,
-    progress_bar: bool = False,
-) -> ModelBundle:
-    """Fine-tune a model self-supervised on the populations it is about to embed (transductive use).
-
-    The encoder (and projector) are trained for ``steps`` more steps with :func:`fine_tune`'s defaults on
-    ``corpus`` only, e.g. the segments of one sorting (no label is used). The task heads of ``bundle`` are
-    copied unchanged onto the result, so the fine-tuned model still labels units; they were fitted on the
-    embeddings of the original encoder, so they are only as good as the fine-tuned embeddings stay close to
-    those (few steps, low learning rate).
-
-    Parameters
-    ----------
-    bundle : ModelBundle
-        The starting model (not modified).
-    corpus : sequence of SpikeTrainSet
-        The populations to adapt to, one item per segment.
-    steps : int
-        Optimiser steps (>= 1).
-    seed : int, default: 0
-        Seed of the sampling and dropout: on CPU, the same seed, data, model and thread count give the same
-        weights (and the same :attr:`~spikeinterface_neuronid.bundle.ModelBundle.sha256`).
-    device : str, default: "cpu"
-        Torch device.
-    num_threads : int | None, default: None
-        Torch CPU threads during training; None leaves the setting.
-    progress_bar : bool, default: False
-        Show a progress bar over steps.
-
-    Returns
-    -------
-    ModelBundle
-        The fine-tuned model, named ``<name>-transductive``, with the original heads; its provenance records
-        the starting model's name and sha256 under ``"transductive"``.
-    """
-    steps = int(steps)
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1 for transductive fine-tuning, got {steps}")
-    provenance = dict(
-        transductive=dict(
-            base_model=bundle.name,
-            base_sha256=bundle.sha256,
-            num_segments=len(corpus),
-            num_units=int(max((s.num_units for s in corpus), default=0)),
-        )
-    )
-    tuned, _ = fine_tune(
-        bundle,
-        corpus,
-        steps=steps,
-        seed=int(seed),
-        device=device,
-        num_threads=num_threads,
-        progress_bar=progress_bar,
-        name=f"{bundle.name}-transductive",
-        provenance=provenance,
-    )
-    for head in bundle.heads.values():
-        tuned.add_head(head)
-    return tuned
+# fine_tuning imports pretrain from here; defined above, so the re-export below does not loop
+from .fine_tuning import fine_tune, fine_tune_transductive  # noqa: E402

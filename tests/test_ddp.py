@@ -132,7 +132,9 @@ def test_two_processes_train_the_model_of_one_process_on_the_global_batch(tmp_pa
     reference, got = single.tensors(), ranks[0].tensors()
     assert set(got) == set(reference)
     worst = max(float((_outside_keys(k, got[k]) - _outside_keys(k, reference[k])).abs().max()) for k in reference)
-    assert worst < 1e-5, f"largest weight difference {worst:.2e}"
+    # Adam turns rounding differences of near-zero gradient entries into weight differences that depend on the
+    # CPU: 3e-6 on one machine, 2.7e-5 on another (relational qkv); both far below the training moves (> 1e-3)
+    assert worst < 1e-4, f"largest weight difference {worst:.2e}"
     # the key biases included, both models compute the same embeddings
     from spikeinterface_neuronid.inference import embed_populations
 

@@ -35,6 +35,7 @@ SPIKEINTERFACE_FREE = (
     "model_card",
     "inference",
     "training",
+    "fine_tuning",
     "_sampling",
     "_optim",
     "_checkpoints",

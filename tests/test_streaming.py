@@ -202,8 +202,76 @@ def test_cli_pretrain_on_nwb_folder(nwb_tree, tmp_path, capsys):
     assert json.loads(out.with_suffix(".model_info.json").read_text())["method"] == "nuclr"
     provenance = ModelBundle.load(out).provenance
     assert provenance["data"] == "NWB files" and provenance["num_sessions"] == 3
+    # more files than --cache-sessions: session-blocked sampling with blocks of the cache's size, by default
+    assert provenance["training"]["session_block"] == 2 and provenance["training"]["session_block_steps"] == 100
     assert [Path(p).name for p in provenance["sources"]] == [Path(rel).name for rel in sorted(FILES)]
     assert "wrote" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["pretrain", str(tmp_path / "nowhere"), "--steps", "2", "-o", str(out)])
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_session_blocks_visit_every_item_once_per_epoch():
+    from spikeinterface_neuronid._sampling import SessionBlocks
+
+    blocks = SessionBlocks(num_items=7, sessions=3, steps=4, seed=1)
+    assert blocks.blocks_per_epoch == 3
+    assert all(np.array_equal(blocks.items(0), blocks.items(s)) for s in range(4))  # one block, 4 steps
+    for epoch in range(2):
+        items = [blocks.items(4 * (3 * epoch + b)) for b in range(3)]
+        assert [len(i) for i in items] == [3, 3, 1]
+        assert sorted(np.concatenate(items).tolist()) == list(range(7))
+    assert not np.array_equal(
+        np.concatenate([blocks.items(4 * b) for b in range(3)]),
+        np.concatenate([blocks.items(4 * b) for b in (3, 4, 5)]),
+    )  # each epoch its own shuffle
+    assert np.array_equal(SessionBlocks(7, 3, 4, seed=1).items(9), blocks.items(9))
+    with pytest.raises(ValueError, match="session_block must"):
+        SessionBlocks(7, 0, 4, seed=1)
+    with pytest.raises(ValueError, match="session_block_steps must"):
+        SessionBlocks(7, 2, 1.5, seed=1)
+
+
+def test_blocked_pretrain_reads_each_source_once_per_block(nwb_tree, analyzer_folder):
+    from spikeinterface_neuronid._sampling import SessionBlocks
+
+    root, _ = nwb_tree
+    sources = expand_sources([root]) + [analyzer_folder]
+    kwargs = dict(config=_tiny_config(), steps=6, batch_size=2, seed=3, num_threads=1, progress_bar=False)
+    blocked = dict(session_block=2, session_block_steps=3)
+    corpus = LazyCorpus(sources, cache_size=2)
+    bundle, history = pretrain(corpus, **kwargs, **blocked)
+    blocks = SessionBlocks(len(corpus), 2, 3, seed=3)
+    sources_per_block = [{corpus.source_of(int(i))[0] for i in blocks.items(step)} for step in (0, 3)]
+    assert corpus.num_loads <= sum(len(s) for s in sources_per_block)
+    assert bundle.provenance["training"]["session_block"] == 2
+    # the same blocks on the eager corpus give the same weights; no blocks gives others
+    eager = [s for path in sources for s in load_spike_train_sets(path)]
+    assert pretrain(eager, **kwargs, **blocked)[0].sha256 == bundle.sha256
+    unblocked_corpus = LazyCorpus(sources, cache_size=2)
+    assert pretrain(unblocked_corpus, **kwargs)[0].sha256 != bundle.sha256
+    assert unblocked_corpus.num_loads > corpus.num_loads
+
+
+def test_dataloader_workers_do_not_change_the_model(nwb_tree):
+    root, _ = nwb_tree
+    sources = expand_sources([root])
+    kwargs = dict(config=_tiny_config(), steps=5, batch_size=2, seed=4, num_threads=1, progress_bar=False)
+    in_thread, history = pretrain(LazyCorpus(sources, cache_size=1), shard_global_batch=True, **kwargs)
+    with_workers, workers_history = pretrain(LazyCorpus(sources, cache_size=1), num_workers=2, **kwargs)
+    assert with_workers.sha256 == in_thread.sha256 and workers_history["loss"] == history["loss"]
+    with pytest.raises(ValueError, match="num_workers"):
+        pretrain(LazyCorpus(sources), num_workers=1, shard_global_batch=False, **kwargs)
+    with pytest.raises(ValueError, match="num_workers"):
+        pretrain(LazyCorpus(sources), num_workers=-1, **kwargs)
+
+
+def test_lazy_corpus_pickles_without_its_cache(nwb_tree):
+    import pickle
+
+    root, _ = nwb_tree
+    corpus = LazyCorpus(expand_sources([root]), cache_size=2)
+    corpus[0]
+    copy = pickle.loads(pickle.dumps(corpus))
+    assert copy.cached_sources == [] and len(copy) == len(corpus)
+    assert all(np.array_equal(a, b) for a, b in zip(copy[0].spike_times, corpus[0].spike_times))
