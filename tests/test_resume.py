@@ -200,3 +200,19 @@ def test_cli_resume_with_other_settings_is_one_line(tmp_path, capsys):
     assert main(base + ["--steps", "2", "--lr", "0.01", "--resume"]) == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("neuronid")]
     assert len(lines) == 1 and "--resume:" in lines[0] and "setting lr differs" in lines[0], lines
+
+
+def test_a_blocked_run_resumed_with_workers_equals_the_uninterrupted_one(tmp_path, monkeypatch):
+    config = type(SPAN).from_dict({**SPAN.to_dict(), "dropout": 0.1})
+    settings = dict(RUN, session_block=2, session_block_steps=2, shard_global_batch=True)
+    full, full_history = pretrain(CORPUS, config, **settings)
+    path = tmp_path / "ckpt.safetensors"
+    with monkeypatch.context() as patch:
+        _crash_at(patch, 4)
+        with pytest.raises(_Crash):
+            pretrain(CORPUS, config, checkpoint_every=3, checkpoint_path=path, num_workers=2, **settings)
+    # the number of workers may change on resume; the blocks may not
+    resumed, history = pretrain(CORPUS, config, resume_from=path, **settings)
+    assert resumed.sha256 == full.sha256 and history["loss"] == full_history["loss"]
+    with pytest.raises(ValueError, match="session_block"):
+        pretrain(CORPUS, config, resume_from=path, **{**settings, "session_block": 1})
