@@ -28,7 +28,8 @@ tensors and the heads' classes, temperature and threshold only; they are still r
 older definition), and a loaded bundle's :attr:`ModelBundle.sha256` is always the current definition, so an
 edited config in an old file shows up as a different identity.
 
-Loading never unpickles anything: the header is parsed as JSON and the tensors are read by safetensors.
+Loading never unpickles anything: the header is parsed as JSON and the tensors are read by safetensors
+(the container's checks live in the private ``_bundle_format`` module).
 """
 
 from __future__ import annotations
@@ -36,16 +37,24 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import struct
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
 import torch
-from safetensors.torch import load as _safetensors_load
 from safetensors.torch import save as _safetensors_save
 from torch import nn
 
+from ._bundle_format import (
+    FORMAT,
+    FORMAT_VERSION,
+    METADATA_KEY,
+    SECTIONS,
+    group_head_arrays,
+    read_metadata,
+    read_tensors,
+    split_sections,
+)
 from ._io import atomic_path
 from .heads import LinearHead
 from .methods import get_method
@@ -59,14 +68,6 @@ __all__ = [
     "FORMAT_VERSION",
     "SECTIONS",
 ]
-
-FORMAT = "spikeinterface_neuronid.model"
-#: Format version this package writes, and the newest it reads (3: the checksum covers method and config).
-FORMAT_VERSION = 3
-METADATA_KEY = "spikeinterface_neuronid"
-#: Tensor name prefixes a model file may hold.
-SECTIONS = ("encoder", "projector", "head")
-
 
 class ModelFileNotFoundError(FileNotFoundError, ValueError):
     """The model file does not exist (both a FileNotFoundError and a ValueError)."""
@@ -277,7 +278,7 @@ class ModelBundle:
         return MappingProxyType(self._heads)
 
     def add_head(self, head: LinearHead, overwrite: bool = False) -> None:
-        """Add a task head (e.g. from :func:`~spikeinterface_neuronid.calibration.fit_head`); it is saved with the model.
+        """Add a task head (e.g. from :func:`~spikeinterface_neuronid.calibration.fit_head`), saved with the model.
 
         The model's :attr:`sha256` changes: predictions of the ``neuron_embedding`` extension computed with the
         head-less model are not reused.
@@ -427,30 +428,9 @@ class ModelBundle:
         if not path.is_file():
             raise ModelFileNotFoundError(2, "model file not found", str(path))
         data = path.read_bytes()
-        header = _read_header(path, data)
-        raw = (header.get("__metadata__") or {}).get(METADATA_KEY)
-        if raw is None:
-            raise ValueError(
-                f"{path} is a safetensors file but not a spikeinterface-neuronid model "
-                f"(no '{METADATA_KEY}' metadata); save models with ModelBundle.save"
-            )
-        try:
-            meta = json.loads(raw)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: the model metadata is not valid JSON ({err})") from None
-        fmt = meta.get("format") if isinstance(meta, dict) else None
-        if fmt != FORMAT:
-            raise ValueError(f"{path}: unrecognised model metadata (format {fmt!r}, not {FORMAT!r})")
-        version = meta.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise ValueError(
-                f"{path} uses model format version {version!r}; this spikeinterface-neuronid reads version "
-                f"{FORMAT_VERSION} or older: upgrade the package"
-            )
-        try:
-            tensors = _safetensors_load(data)
-        except Exception as err:  # safetensors raises its own error type
-            raise ValueError(f"{path} is not a readable safetensors file ({err})") from None
+        meta = read_metadata(path, data)
+        version = meta["format_version"]
+        tensors = read_tensors(path, data)
 
         heads_meta = meta.get("heads") or {}
         if not isinstance(heads_meta, dict) or not all(isinstance(v, dict) for v in heads_meta.values()):
@@ -469,26 +449,11 @@ class ModelBundle:
                 f"{path}: checksum mismatch, the {covered} were modified or corrupted (the file says sha256 "
                 f"{str(expected)[:12]}…, its content hashes to {actual[:12]}…); use the original file"
             )
-        sections: dict[str, dict[str, torch.Tensor]] = {}
-        for key, tensor in tensors.items():
-            section, _, rest = key.partition(".")
-            if section not in SECTIONS or not rest:
-                raise ValueError(
-                    f"{path}: unexpected tensor {key!r} (known sections: {', '.join(SECTIONS)}); "
-                    "was it written by a newer spikeinterface-neuronid?"
-                )
-            sections.setdefault(section, {})[rest] = tensor
+        sections = split_sections(path, tensors)
         missing = [k for k in ("method", "config") if k not in meta]
         if missing:
             raise ValueError(f"{path}: the model metadata lacks {missing}")
-        head_arrays: dict[str, dict[str, torch.Tensor]] = {task: {} for task in heads_meta}
-        for key, tensor in sections.get("head", {}).items():
-            task, _, name = key.partition(".")
-            if task not in heads_meta:
-                raise ValueError(f"{path}: tensor 'head.{key}' belongs to no head listed in the metadata")
-            if tensor.dtype != torch.float64:
-                raise ValueError(f"{path}: tensor 'head.{key}' must be float64, not {tensor.dtype}")
-            head_arrays[task][name] = tensor
+        head_arrays = group_head_arrays(path, sections.get("head", {}), heads_meta)
         try:
             heads = [LinearHead.from_arrays(task, head_arrays[task], heads_meta[task]) for task in heads_meta]
             bundle = cls(
@@ -509,37 +474,3 @@ class ModelBundle:
         bundle.stored_sha256 = actual
         return bundle
 
-
-def _read_header(path: Path, data: bytes) -> dict:
-    """Parse and sanity-check a safetensors header; say 'truncated' when the data ends early."""
-    if len(data) < 8:
-        raise ValueError(f"{path} is not a safetensors model file (only {len(data)} bytes)")
-    (header_len,) = struct.unpack("<Q", data[:8])
-    if header_len > 100_000_000:
-        raise ValueError(f"{path} is not a safetensors model file (invalid header length)")
-    if 8 + header_len > len(data):
-        raise ValueError(
-            f"{path} is truncated or not a safetensors file: its header needs {8 + header_len} bytes, "
-            f"the file has {len(data)}"
-        )
-    try:
-        header = json.loads(data[8 : 8 + header_len].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ValueError(f"{path} is not a safetensors model file (its header is not JSON)") from None
-    if not isinstance(header, dict):
-        raise ValueError(f"{path} is not a safetensors model file (unexpected header)")
-    end = 0
-    for key, info in header.items():
-        if key == "__metadata__":
-            continue
-        try:
-            end = max(end, int(info["data_offsets"][1]))
-        except (TypeError, KeyError, IndexError, ValueError):
-            raise ValueError(f"{path} is not a safetensors model file (bad entry for tensor {key!r})") from None
-    available = len(data) - 8 - header_len
-    if end > available:
-        raise ValueError(
-            f"{path} is truncated: its tensors need {end} bytes of data, the file holds {available}; "
-            "the copy or download was probably interrupted"
-        )
-    return header

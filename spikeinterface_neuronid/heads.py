@@ -17,7 +17,8 @@ A head turns the embedding of a unit into a label for one task (``"cell_type"``,
 
 Heads are plain numbers (numpy arrays plus a small JSON-able description), so they are stored in the model file
 next to the encoder weights (see :class:`~spikeinterface_neuronid.bundle.ModelBundle`) without pickling.
-Fitting a head (scikit-learn) lives in :mod:`~spikeinterface_neuronid.calibration`.
+Fitting a head (scikit-learn) lives in :mod:`~spikeinterface_neuronid.calibration`; the array checks, the
+softmax and the mixture density live in the private ``_head_math`` module.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ._head_math import float_array, max_or_nan, mixture_factors, mixture_neg_log_density, softmax, to_numpy
 from .schema import UNKNOWN
 
 __all__ = [
@@ -56,22 +58,6 @@ def check_task_name(task: str) -> str:
             f"(e.g. 'cell_type'), got {task!r}"
         )
     return task
-
-
-def _float_array(value, name: str, ndim: int) -> np.ndarray:
-    arr = np.array(value, dtype=np.float64, copy=True, order="C")
-    if arr.ndim != ndim:
-        raise ValueError(f"{name} must be a {ndim}-D array, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must hold finite values")
-    arr.flags.writeable = False
-    return arr
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - np.max(z, axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / np.sum(e, axis=1, keepdims=True)
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,10 +138,10 @@ class LinearHead:
         if any(c in ("", UNKNOWN) for c in classes):
             raise ValueError(f"class names must be non-empty and not {UNKNOWN!r} (reserved), got {classes}")
         set_(self, "classes", classes)
-        mean = _float_array(self.mean, "mean", 1)
-        scale = _float_array(self.scale, "scale", 1)
-        coef = _float_array(self.coef, "coef", 2)
-        intercept = _float_array(self.intercept, "intercept", 1)
+        mean = float_array(self.mean, "mean", 1)
+        scale = float_array(self.scale, "scale", 1)
+        coef = float_array(self.coef, "coef", 2)
+        intercept = float_array(self.intercept, "intercept", 1)
         dim = mean.shape[0]
         if scale.shape != (dim,) or coef.shape != (len(classes), dim) or intercept.shape != (len(classes),):
             raise ValueError(
@@ -192,37 +178,20 @@ class LinearHead:
                 f"head '{self.task}': ood_location, ood_precision, ood_log_weight and ood_threshold must be given "
                 "together (or all None for a head without an out-of-distribution check)"
             )
-        location = _float_array(self.ood_location, "ood_location", 2)
-        precision = _float_array(self.ood_precision, "ood_precision", 3)
-        log_weight = _float_array(self.ood_log_weight, "ood_log_weight", 1)
-        k, d = location.shape
-        if k < 1 or not 1 <= d <= dim or precision.shape != (k, d, d) or log_weight.shape != (k,):
-            raise ValueError(
-                f"head '{self.task}': the out-of-distribution arrays do not fit dimension {dim}: ood_location "
-                f"{location.shape} (must be (k, d), k >= 1, 1 <= d <= {dim}), ood_precision {precision.shape} "
-                f"(must be (k, d, d)), ood_log_weight {log_weight.shape} (must be (k,))"
-            )
-        factors = np.empty_like(precision)
-        for i, m in enumerate(precision):
-            if not np.allclose(m, m.T, rtol=1e-10, atol=1e-12 * float(np.max(np.abs(m)))):
-                raise ValueError(f"head '{self.task}': ood_precision[{i}] must be symmetric")
-            try:
-                factors[i] = np.linalg.cholesky(m)
-            except np.linalg.LinAlgError:
-                raise ValueError(f"head '{self.task}': ood_precision[{i}] must be positive definite") from None
+        location, precision, log_weight, factors, offsets = mixture_factors(
+            self.task, self.ood_location, self.ood_precision, self.ood_log_weight, dim
+        )
         try:
             ood_threshold = float(self.ood_threshold)
         except (TypeError, ValueError):
             raise ValueError(f"ood_threshold must be a finite number, got {self.ood_threshold!r}") from None
         if not np.isfinite(ood_threshold) or isinstance(self.ood_threshold, bool):
             raise ValueError(f"ood_threshold must be a finite number, got {self.ood_threshold!r}")
-        # log N(z; mu, P^-1) = log|L| - d log(2 pi) / 2 - |(z - mu) L|^2 / 2, with P = L L^T
-        log_norm = np.log(np.diagonal(factors, axis1=1, axis2=2)).sum(axis=1) - 0.5 * d * np.log(2.0 * np.pi)
         object.__setattr__(self, "ood_location", location)
         object.__setattr__(self, "ood_precision", precision)
         object.__setattr__(self, "ood_log_weight", log_weight)
         object.__setattr__(self, "ood_threshold", ood_threshold)
-        object.__setattr__(self, "_ood_factors", (factors, log_weight + log_norm))
+        object.__setattr__(self, "_ood_factors", (factors, offsets))
 
     # -- prediction ---------------------------------------------------------------------------------------
 
@@ -279,7 +248,7 @@ class LinearHead:
         z = self.logits(x)
         ok = np.all(np.isfinite(z), axis=1)
         out = np.full(z.shape, np.nan)
-        out[ok] = _softmax(z[ok] / self.temperature)
+        out[ok] = softmax(z[ok] / self.temperature)
         return out
 
     def confidence(self, x) -> np.ndarray:
@@ -295,7 +264,7 @@ class LinearHead:
         np.ndarray
             float64 ``(n,)``.
         """
-        return _max_or_nan(self.predict_proba(x))
+        return max_or_nan(self.predict_proba(x))
 
     @property
     def has_ood(self) -> bool:
@@ -341,12 +310,7 @@ class LinearHead:
             factors, offsets = self._ood_factors
             d = self.ood_location.shape[1]  # the density sees the first d columns
             z = (x[ok, :d] - self.mean[:d]) / self.scale[:d]
-            log_p = np.empty((z.shape[0], len(offsets)))
-            for i, (centre, factor) in enumerate(zip(self.ood_location, factors)):
-                w = (z - centre) @ factor
-                log_p[:, i] = offsets[i] - 0.5 * np.einsum("ij,ij->i", w, w)
-            top = np.max(log_p, axis=1)
-            out[ok] = -(top + np.log(np.sum(np.exp(log_p - top[:, None]), axis=1)))
+            out[ok] = mixture_neg_log_density(z, self.ood_location, factors, offsets)
         return out
 
     def is_ood(self, x) -> np.ndarray:
@@ -401,7 +365,7 @@ class LinearHead:
             Fixed-width unicode array ``(n,)``.
         """
         proba = np.asarray(proba, dtype=np.float64)
-        conf = _max_or_nan(proba)
+        conf = max_or_nan(proba)
         width = max(len(UNKNOWN), *(len(c) for c in self.classes))
         labels = np.full(proba.shape[0], UNKNOWN, dtype=f"<U{width}")
         confident = np.isfinite(conf) & (conf >= self.threshold)
@@ -482,18 +446,18 @@ class LinearHead:
         ood = {}
         if has_ood:
             ood = dict(
-                ood_location=_to_numpy(arrays["ood_location"]),
-                ood_precision=_to_numpy(arrays["ood_precision"]),
-                ood_log_weight=_to_numpy(arrays["ood_log_weight"]),
+                ood_location=to_numpy(arrays["ood_location"]),
+                ood_precision=to_numpy(arrays["ood_precision"]),
+                ood_log_weight=to_numpy(arrays["ood_log_weight"]),
                 ood_threshold=metadata["ood_threshold"],
             )
         return cls(
             task=task,
             classes=list(metadata["classes"]),
-            mean=_to_numpy(arrays["mean"]),
-            scale=_to_numpy(arrays["scale"]),
-            coef=_to_numpy(arrays["coef"]),
-            intercept=_to_numpy(arrays["intercept"]),
+            mean=to_numpy(arrays["mean"]),
+            scale=to_numpy(arrays["scale"]),
+            coef=to_numpy(arrays["coef"]),
+            intercept=to_numpy(arrays["intercept"]),
             temperature=metadata["temperature"],
             threshold=metadata["threshold"],
             provenance=metadata.get("provenance") or {},
@@ -507,17 +471,3 @@ class LinearHead:
             f"temperature={self.temperature:.3g}, threshold={self.threshold:.3g}{ood})"
         )
 
-
-def _to_numpy(value) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch tensor read from the model file
-        value = value.detach().to("cpu").numpy()
-    return np.asarray(value)
-
-
-def _max_or_nan(proba: np.ndarray) -> np.ndarray:
-    proba = np.asarray(proba, dtype=np.float64)
-    out = np.full(proba.shape[0], np.nan)
-    ok = np.all(np.isfinite(proba), axis=1)
-    if np.any(ok):
-        out[ok] = np.max(proba[ok], axis=1)
-    return out

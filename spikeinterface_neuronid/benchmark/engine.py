@@ -236,16 +236,7 @@ class _Run:
         if len(test) == 0 or len(np.unique(y[train])) < 2:
             raise ValueError(f"{spec.name} on {data.preset}: no embedded test units or < 2 training classes")
         result = linear_probe(x[train], y[train], x[test], y[test], C=1.0)
-        self.probes.append(
-            dict(
-                preset=data.preset,
-                method=spec.name,
-                task=task,
-                protocol=protocols[0],
-                fold=int(animal),
-                overlap=int(np.intersect1d(train, test).size),
-            )
-        )
+        self._add_probe(data, task, protocols[0], spec, animal, train, test)
         for protocol in protocols:
             self._record(data, task, protocol, "C=1", spec, animal, 1.0, result, train, test)
         if tune:
@@ -262,21 +253,27 @@ class _Run:
         if protocols[0] == "inductive_zero_shot" and animal == self.settings.tested_animals[0]:
             self.examples.setdefault((data.preset, spec.name), {})[task] = dict(x=x[test], y=y[test])
 
-    def _transductive(self, x: np.ndarray, data: _Dataset, task: str, spec: MethodSpec, seed: int, split) -> None:
-        y = data.y(task)
-        ok = _finite_rows(x)
-        train, test = split[0][ok[split[0]]], split[1][ok[split[1]]]
-        result = linear_probe(x[train], y[train], x[test], y[test], C=1.0)
+    def _add_probe(
+        self, data: _Dataset, task: str, protocol: str, spec: MethodSpec, fold: int, train: np.ndarray, test: np.ndarray
+    ) -> None:
+        """Note one fitted probe and how many units its training and test sets share (checked by check_protocol)."""
         self.probes.append(
             dict(
                 preset=data.preset,
                 method=spec.name,
                 task=task,
-                protocol="transductive",
-                fold=int(seed),
+                protocol=protocol,
+                fold=int(fold),
                 overlap=int(np.intersect1d(train, test).size),
             )
         )
+
+    def _transductive(self, x: np.ndarray, data: _Dataset, task: str, spec: MethodSpec, seed: int, split) -> None:
+        y = data.y(task)
+        ok = _finite_rows(x)
+        train, test = split[0][ok[split[0]]], split[1][ok[split[1]]]
+        result = linear_probe(x[train], y[train], x[test], y[test], C=1.0)
+        self._add_probe(data, task, "transductive", spec, seed, train, test)
         self._record(data, task, "transductive", "C=1", spec, seed, 1.0, result, train, test)
 
     # -- one preset ----------------------------------------------------------------------------------------------

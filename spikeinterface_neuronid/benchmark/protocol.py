@@ -165,6 +165,15 @@ def _interval(values: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
+
+def _paired_difference(
+    dists: dict[str, np.ndarray], points: dict[str, float], first: str, second: str
+) -> tuple[float, float, float]:
+    """``first`` minus ``second``: the difference of their macro-F1 and its interval over the paired resamples."""
+    low, high = _interval(dists[first] - dists[second])
+    return points[first] - points[second], low, high
+
+
 def verdicts(
     summary: Sequence[dict],
     differences: Sequence[dict],
@@ -324,26 +333,19 @@ def _summarise(
             if PRODUCT in dists:
                 for method in dists:
                     if is_baseline(method):
-                        low, high = _interval(dists[PRODUCT] - dists[method])
+                        diff, low, high = _paired_difference(dists, points, PRODUCT, method)
                         differences.append(
-                            dict(
-                                preset=preset,
-                                task=task,
-                                method=method,
-                                difference=points[PRODUCT] - points[method],
-                                ci_low=low,
-                                ci_high=high,
-                            )
+                            dict(preset=preset, task=task, method=method, difference=diff, ci_low=low, ci_high=high)
                         )
             if ABLATION_FULL in dists and ABLATION_NO_RELATIONAL in dists:
-                low, high = _interval(dists[ABLATION_FULL] - dists[ABLATION_NO_RELATIONAL])
+                drop, low, high = _paired_difference(dists, points, ABLATION_FULL, ABLATION_NO_RELATIONAL)
                 ablation.append(
                     dict(
                         preset=preset,
                         task=task,
                         full=ABLATION_FULL,
                         no_relational=ABLATION_NO_RELATIONAL,
-                        drop=points[ABLATION_FULL] - points[ABLATION_NO_RELATIONAL],
+                        drop=drop,
                         ci_low=low,
                         ci_high=high,
                     )

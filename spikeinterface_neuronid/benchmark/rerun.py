@@ -18,9 +18,9 @@ import numpy as np
 
 from .adapters import check_model_provenance, method_specs
 from .engine import _Dataset, _Run
-from .protocol import check_protocol, verdicts
+from .protocol import check_protocol
 from .report import FIGURE_METHODS, _figures
-from .run import _machine, _models_record, _raise_on_failed_checks, _speed_summary, _write_outputs
+from .run import _machine, _models_record, _raise_on_failed_checks, _run_results, _write_outputs
 from .settings import FULL, TASKS, BenchmarkSettings
 
 __all__ = ["load_previous_run", "rerun_benchmark"]
@@ -279,16 +279,7 @@ def rerun_benchmark(
         previous,
         methods=methods_record,
         models=models,
-        summary=summary,
-        differences=differences,
-        ablation=ablation,
-        verdict=verdicts(summary, differences, ablation, settings.target_margin, settings.ablation_margin),
-        label_efficiency=run.label_efficiency,
-        speed_summary=_speed_summary(run.speed, names),
-        checks=checks,
-        folds=run.folds,
-        speed=run.speed,
-        ledger=run.ledger,
+        **_run_results(run, names, settings, (summary, differences, ablation), checks),
         figures=[],
     )
     provenance = dict(

@@ -27,6 +27,28 @@ from .settings import FULL, BenchmarkSettings, is_baseline
 __all__ = ["run_benchmark"]
 
 
+def _run_results(
+    run: _Run, names: Sequence[str], settings: BenchmarkSettings, summaries: tuple[list, list, list], checks: dict
+) -> dict:
+    """The entries of the results that a finished run gives, in their order (shared by run and rerun).
+
+    ``summaries`` is ``run.summarise(names)``: the summary, the differences and the ablation rows.
+    """
+    summary, differences, ablation = summaries
+    return dict(
+        summary=summary,
+        differences=differences,
+        ablation=ablation,
+        verdict=verdicts(summary, differences, ablation, settings.target_margin, settings.ablation_margin),
+        label_efficiency=run.label_efficiency,
+        speed_summary=_speed_summary(run.speed, names),
+        checks=checks,
+        folds=run.folds,
+        speed=run.speed,
+        ledger=run.ledger,
+    )
+
+
 def _speed_summary(speed: Sequence[dict], methods: Sequence[str]) -> dict:
     """Mean fit and embed time, peak memory and number of fits per method, from the speed records."""
     summary = {}
@@ -160,7 +182,6 @@ def run_benchmark(
     t0 = time.perf_counter()
     summary, differences, ablation = run.summarise([sp.name for sp in specs])
     log(f"bootstrap intervals: {time.perf_counter() - t0:.1f} s")
-    speed_summary = _speed_summary(run.speed, [sp.name for sp in specs])
     checks = check_protocol(run.ledger, run.probes)
     checks["fixed_models_never_saw_benchmark_animals"] = True  # checked before the run (it raises otherwise)
     result = dict(
@@ -172,16 +193,7 @@ def run_benchmark(
             dict(name=sp.name, kind=sp.kind, description=sp.description, baseline=is_baseline(sp.name)) for sp in specs
         ],
         models=models,
-        summary=summary,
-        differences=differences,
-        ablation=ablation,
-        verdict=verdicts(summary, differences, ablation, settings.target_margin, settings.ablation_margin),
-        label_efficiency=run.label_efficiency,
-        speed_summary=speed_summary,
-        checks=checks,
-        folds=run.folds,
-        speed=run.speed,
-        ledger=run.ledger,
+        **_run_results(run, [sp.name for sp in specs], settings, (summary, differences, ablation), checks),
         elapsed_s=0.0,
         figures=[],
     )

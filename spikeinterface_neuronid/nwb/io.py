@@ -10,6 +10,7 @@ by the next write of the same output.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import re
 import shutil
@@ -22,25 +23,26 @@ from typing import Iterator
 __all__ = ["is_zarr_path", "is_nwb_path"]
 
 
-def _import_pynwb():
+def _require(module: str, hint: str):
+    """Import an optional dependency, or raise an ImportError that says how to install it (``hint``)."""
     try:
-        import pynwb
+        return importlib.import_module(module)
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "NWB support needs pynwb: pip install 'spikeinterface-neuronid[nwb]' (pynwb, ndx-neuron-embedding)"
-        ) from err
-    return pynwb
+        raise ImportError(hint) from err
+
+
+def _import_pynwb():
+    return _require(
+        "pynwb", "NWB support needs pynwb: pip install 'spikeinterface-neuronid[nwb]' (pynwb, ndx-neuron-embedding)"
+    )
 
 
 def _import_ndx():
-    try:
-        import ndx_neuron_embedding
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "writing NWB files needs the ndx-neuron-embedding extension: pip install ndx-neuron-embedding "
-            "(or 'spikeinterface-neuronid[nwb]')"
-        ) from err
-    return ndx_neuron_embedding
+    return _require(
+        "ndx_neuron_embedding",
+        "writing NWB files needs the ndx-neuron-embedding extension: pip install ndx-neuron-embedding "
+        "(or 'spikeinterface-neuronid[nwb]')",
+    )
 
 
 def is_zarr_path(path) -> bool:
@@ -78,13 +80,10 @@ def is_nwb_path(path) -> bool:
 
 
 def _zarr_io_class():
-    try:
-        from hdmf_zarr.nwb import NWBZarrIO
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "Zarr NWB stores (.nwb.zarr) need hdmf-zarr: pip install hdmf-zarr (or 'spikeinterface-neuronid[nwb]')"
-        ) from err
-    return NWBZarrIO
+    return _require(
+        "hdmf_zarr.nwb",
+        "Zarr NWB stores (.nwb.zarr) need hdmf-zarr: pip install hdmf-zarr (or 'spikeinterface-neuronid[nwb]')",
+    ).NWBZarrIO
 
 
 def _nwb_io(path, mode: str, **kwargs):
