@@ -1,6 +1,6 @@
 """Downstream macro-F1 against the number of pretraining animals, pretrained through the streaming path.
 
-    python benchmarks/bench_animals.py                 # the committed curve: 4, 8, 16, 32 animals (~50 min, 2 cores)
+    python benchmarks/bench_animals.py                 # the committed curve: 4-32 animals x 2 seeds (~70 min, 2 cores)
     python benchmarks/bench_animals.py --quick         # a 3-minute smoke run (2, 4 animals, 20 steps), to /tmp
     python benchmarks/bench_animals.py --resume        # continue a killed run: finished points are kept
 
@@ -9,17 +9,18 @@
    ground-truth columns, which pretraining does not read) into ``--workdir``; the files are kept for reruns.
 2. For each point N of ``--animals``: pretrains the span-context ``NuCLRConfig.cpu()`` model from scratch on the
    first N files, read lazily (:class:`~spikeinterface_neuronid.streaming.LazyCorpus`, 4 sessions cached,
-   session-blocked sampling over blocks of 4), with the same steps, batch and seed at every point, so that
-   only the number of animals changes.
+   session-blocked sampling over blocks of 4), with the same steps, batch and seeds at every point, so that
+   only the number of animals changes; each point is trained once per ``--seeds`` seed.
 3. Scores each model inductively zero-shot on the evaluation animals 1000-1003 of the same preset: a linear
    probe (:func:`~spikeinterface_neuronid.evaluation.linear_probe`) trained on three animals, tested on the
    fourth, each animal held out once; macro-F1 over the pooled held-out units, with a 95 % bootstrap interval
-   (units resampled within animals, 1000 draws) and the paired difference to the smallest point. The
+   (units resampled within animals, 1000 draws) and the paired difference to the smallest point of the same
+   seed; the summary gives, per point, the mean over seeds and the spread between seeds. The
    handcrafted baselines (1 ms ACG + ISI for cell type, lagged pairwise correlations for region) are scored
    on the same folds as reference lines.
 
-Results go to ``benchmarks/results/animals.json`` (atomically, after every point). The intervals are those of
-the test units only: each point is one pretraining run (one seed), so run-to-run variation is not in them.
+Results go to ``benchmarks/results/animals.json`` (atomically, after every point). The bootstrap intervals are
+those of the test units only; run-to-run variation shows as the spread between seeds.
 """
 
 from __future__ import annotations
@@ -130,6 +131,19 @@ def score(true, predicted, resamples, reference=None) -> dict:
     return row
 
 
+def summary(points: list[dict]) -> list[dict]:
+    """Per number of animals and task: macro-F1 mean over seeds, and the lowest and highest seed."""
+    rows = []
+    for n in sorted({p["animals"] for p in points}):
+        of_n = [p for p in points if p["animals"] == n]
+        row = dict(animals=n, seeds=[p["seed"] for p in of_n])
+        for task in TASKS:
+            values = [p[task]["macro_f1"] for p in of_n]
+            row[task] = dict(mean=round(float(np.mean(values)), 4), seed_range=[min(values), max(values)])
+        rows.append(row)
+    return rows
+
+
 def baseline_features(trains) -> dict[str, list[np.ndarray]]:
     """The handcrafted reference features of the evaluation sessions."""
     from spikeinterface_neuronid.benchmark.baselines.features import (
@@ -143,7 +157,7 @@ def baseline_features(trains) -> dict[str, list[np.ndarray]]:
     }
 
 
-def pretrain_point(files: list[Path], args, model_path: Path):
+def pretrain_point(files: list[Path], args, model_path: Path, seed: int):
     """Pretrain on ``files`` through the streaming corpus (or load the model a finished point wrote)."""
     from spikeinterface_neuronid.bundle import ModelBundle
     from spikeinterface_neuronid.methods.nuclr import NuCLRConfig
@@ -161,11 +175,11 @@ def pretrain_point(files: list[Path], args, model_path: Path):
         batch_size=args.batch_size,
         max_units=args.max_units,
         warmup_steps=min(100, args.steps // 10),
-        seed=args.seed,
+        seed=seed,
         session_block=min(4, len(files)),
         session_block_steps=50,
         num_threads=args.threads,
-        name=f"bench-animals-{len(files)}",
+        name=f"bench-animals-{len(files)}-seed{seed}",
         provenance=dict(data="bench_animals.py pool", sources=[str(p) for p in files]),
     )
     bundle.save(model_path)
@@ -189,7 +203,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=800, help="pretraining steps per point (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-units", type=int, default=96, help="units per training view at most")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="pretraining seeds per point")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--workdir", default=str(HERE / ".cache" / "animals"), help="NWB pool and point models")
     parser.add_argument("--output", default=str(HERE / "results" / "animals.json"))
@@ -197,7 +211,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 and 4 animals, 20 steps, 60 s sessions, to /tmp")
     args = parser.parse_args()
     if args.quick:
-        args.animals, args.steps, args.duration_s, args.num_neurons = [2, 4], 20, 60.0, 60
+        args.animals, args.steps, args.duration_s, args.num_neurons, args.seeds = [2, 4], 20, 60.0, 60, [0]
         args.workdir, args.output = "/tmp/bench_animals_quick", "/tmp/bench_animals_quick.json"
 
     import torch
@@ -223,30 +237,32 @@ def main() -> None:
         steps=args.steps,
         batch_size=args.batch_size,
         max_units=args.max_units,
-        seed=args.seed,
+        seeds=args.seeds,
         evaluation="leave-one-animal-out linear probe over animals 1000-1003, pooled held-out units",
         pool_write_s=round(pool_seconds, 1),
-        points=[p for p in previous.get("points", []) if p["animals"] in args.animals] if args.resume else [],
+        points=[],
         machine=dict(cpu_count=os.cpu_count(), platform=platform.platform(), torch=torch.__version__),
     )
-    done = {p["animals"] for p in result["points"]}
-    first = {}  # the smallest point's held-out predictions per task (paired differences)
-    for n in sorted(args.animals):
-        bundle, training = pretrain_point(files[:n], args, workdir / f"model-{args.preset}-{n}.safetensors")
-        features = [
-            embed_populations(bundle, [t], num_threads=args.threads, progress_bar=False).embedding for t in trains
-        ]
-        point = dict(animals=n, sha256=bundle.sha256, training=training)
-        for task in TASKS:
-            true, predicted, animal = held_out_predictions(features, labels[task])
-            point[task] = score(true, predicted, bootstrap_indices(animal, 1000, 0), first.get(task))
-            first.setdefault(task, (true, predicted))
-        print(n, "animals:", {t: point[t]["macro_f1"] for t in TASKS}, flush=True)
-        if n in done:
-            result["points"] = [p for p in result["points"] if p["animals"] != n]
-        result["points"].append(point)
-        result["points"].sort(key=lambda p: p["animals"])
-        write_json(output, result)
+    kept = {(p["animals"], p.get("seed", 0)): p for p in previous.get("points", [])}
+    for seed in args.seeds:
+        first = {}  # the smallest point's held-out predictions per task (paired differences)
+        for n in sorted(args.animals):
+            path = workdir / f"model-{args.preset}-{n}-seed{seed}.safetensors"
+            bundle, training = pretrain_point(files[:n], args, path, seed)
+            if training is None:  # a finished point's model: keep its training record
+                training = kept.get((n, seed), {}).get("training")
+            features = [
+                embed_populations(bundle, [t], num_threads=args.threads, progress_bar=False).embedding for t in trains
+            ]
+            point = dict(animals=n, seed=seed, sha256=bundle.sha256, training=training)
+            for task in TASKS:
+                true, predicted, animal = held_out_predictions(features, labels[task])
+                point[task] = score(true, predicted, bootstrap_indices(animal, 1000, 0), first.get(task))
+                first.setdefault(task, (true, predicted))
+            print(n, "animals, seed", seed, {t: point[t]["macro_f1"] for t in TASKS}, flush=True)
+            result["points"].append(point)
+            result["summary"] = summary(result["points"])
+            write_json(output, result)
 
     baselines = {}
     for name, features in baseline_features(trains).items():
