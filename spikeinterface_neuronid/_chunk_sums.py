@@ -153,35 +153,60 @@ def spike_triggered_sums(all_times, units, t0, t1, spec, out, col) -> None:
     reach = int(np.ceil(edges[-1])) + 1
     b0 = int(np.floor(t0 / res + _EDGE_EPS)) - reach
     nb = int(np.ceil(t1 / res)) + reach - b0 + 1
-    hist = np.zeros(nb, dtype=np.int64)
-    own_bins: dict[int, np.ndarray] = {}
     lo_t, hi_t = t0 - reach * res, t1 + reach * res
-    wanted = set(int(u) for u in units)
-    for u, t in enumerate(all_times):
+    distinct, row_of = np.unique(np.asarray(units, dtype=np.int64), return_inverse=True)
+    pieces, piece_times = [], []
+    for t in all_times:
         lo, hi = np.searchsorted(t, (lo_t, hi_t), "left")
         b = bin_index(t[lo:hi], res) - b0
-        b = b[(b >= 0) & (b < nb)]
-        hist += np.bincount(b, minlength=nb)
-        if u in wanted:
-            own_bins[u] = b
+        keep = (b >= 0) & (b < nb)
+        pieces.append(b[keep])
+        piece_times.append(t[lo:hi][keep])
+    hist = np.bincount(np.concatenate(pieces), minlength=nb) if pieces else np.zeros(nb, dtype=np.int64)
     cum = np.concatenate([[0], np.cumsum(hist)])
+    own = [pieces[u] for u in distinct]
+    own_time = [piece_times[u] for u in distinct]
+    own_unit = [np.full(pieces[u].size, k, dtype=np.int64) for k, u in enumerate(distinct)]
     lags_lo = edges[:-1].astype(np.int64)
     lags_hi = edges[1:].astype(np.int64)
-    for row, u in enumerate(units):
-        t = all_times[u]
-        lo, hi = np.searchsorted(t, (t0, t1), "left")
-        if hi <= lo:
-            continue
-        b = bin_index(t[lo:hi], res) - b0
-        own = own_bins[int(u)]
-        own_hist = np.bincount(own, minlength=nb)
-        own_cum = np.concatenate([[0], np.cumsum(own_hist)])
-        pre, post = [], []
-        for a, z in zip(lags_lo, lags_hi):
-            # post: bins b + a .. b + z - 1 ; pre: bins b - z + 1 .. b - a
-            post.append(((cum[b + z] - cum[b + a]) - (own_cum[b + z] - own_cum[b + a])).sum())
-            pre.append(((cum[b - a + 1] - cum[b - z + 1]) - (own_cum[b - a + 1] - own_cum[b - z + 1])).sum())
-        out[row, col["pop"]] = np.concatenate([pre[::-1], post])
+    num = lags_lo.size
+    if not own:
+        return
+    bins = np.concatenate(own)  # sorted within each unit
+    unit = np.concatenate(own_unit)
+    times = np.concatenate(own_time)
+    in_chunk = (times >= t0) & (times < t1)
+    # all spikes of the population in the lag bins of each spike of the chunk:
+    # post: bins b + a .. b + z - 1 ; pre: bins b - z + 1 .. b - a
+    b, u_in = bins[in_chunk], unit[in_chunk]
+    pre = np.zeros((distinct.size, num))
+    post = np.zeros((distinct.size, num))
+    for k, (a, z) in enumerate(zip(lags_lo, lags_hi)):
+        post[:, k] = np.bincount(u_in, weights=cum[b + z] - cum[b + a], minlength=distinct.size)
+        pre[:, k] = np.bincount(u_in, weights=cum[b - a + 1] - cum[b - z + 1], minlength=distinct.size)
+    # minus the unit's own spikes there: pairs of its spikes (i, j > i) at bin distance d in some lag bin count
+    # in the post lags of i and the pre lags of j
+    lag_bin = np.full(int(lags_hi.max()) if num else 0, -1, dtype=np.int64)
+    for k, (a, z) in enumerate(zip(lags_lo, lags_hi)):
+        lag_bin[a:z] = k
+    own_post, own_pre = [], []
+    alive = np.arange(bins.size)
+    shift = 1
+    while alive.size:
+        alive = alive[alive + shift < bins.size]
+        j = alive + shift
+        d = bins[j] - bins[alive]
+        near = (unit[j] == unit[alive]) & (d < lag_bin.size)
+        alive, j, d = alive[near], j[near], d[near]
+        k = lag_bin[d]
+        counted = k >= 0
+        own_post.append((unit[alive] * num + k)[counted & in_chunk[alive]])
+        own_pre.append((unit[j] * num + k)[counted & in_chunk[j]])
+        shift += 1
+    size = distinct.size * num
+    post -= np.bincount(np.concatenate(own_post), minlength=size).reshape(distinct.size, num)
+    pre -= np.bincount(np.concatenate(own_pre), minlength=size).reshape(distinct.size, num)
+    out[:, col["pop"]] = np.concatenate([pre[:, ::-1], post], axis=1)[row_of]
 
 
 def pair_sums(times, t0, t1, spec, out_pairs, out_counts) -> None:
@@ -226,20 +251,71 @@ def pair_sums(times, t0, t1, spec, out_pairs, out_counts) -> None:
     out_counts[:, 0] = nbins
     out_counts[:, 1] = a.sum(axis=1)
     out_counts[:, 2] = np.square(a).sum(axis=1)
-    size = 2 * m  # >= m + 2 lag
-    a_pad = np.zeros((n, nseg, size), dtype=np.float32)
-    a_pad[:, :, lag : lag + m] = a.reshape(n, nseg, m)
-    b_idx = np.arange(nseg)[:, None] * m + np.arange(m + 2 * lag)[None, :]
-    b_pad = np.zeros((n, nseg, size), dtype=np.float32)
-    b_pad[:, :, : m + 2 * lag] = bext[:, b_idx]
-    fa = np.fft.rfft(a_pad, axis=2).astype(np.complex64)  # (n, nseg, F)
-    fb = np.fft.rfft(b_pad, axis=2).astype(np.complex64)
-    # cross-spectrum summed over segments, one complex matrix product per frequency
-    spec_ij = np.ascontiguousarray(np.conj(fa).transpose(2, 0, 1)) @ np.ascontiguousarray(fb.transpose(2, 1, 0))
-    r = np.fft.irfft(spec_ij, n=size, axis=0)  # (size, n, n): r[l] = sum_p a_i(p) b_j(p + l)
-    lags = np.arange(-lag, lag + 1) % size
-    out_pairs[...] = np.moveaxis(r[lags], 0, 2)
+    # Segments of m bins of a (one per row) against the m + 2 lag bins of b around them; the correlation at the
+    # lags |l| <= lag is circular correlation of length size = m + 2 lag without wrap-around. The short real
+    # DFTs are matrix products (faster than FFT calls on short rows), the cross-spectrum summed over segments
+    # is one complex matrix product per frequency, and only the 2 lag + 1 wanted lags are transformed back.
+    size = m + 2 * lag
+    dft_a, dft_b, inverse = _dft_matrices(m, lag)
+    fa = (a.reshape(n * nseg, m) @ dft_a).view(np.complex64).reshape(n, nseg, -1)  # (n, nseg, F)
+    head = bext[:, : nseg * m].reshape(n * nseg, m)
+    fb = head @ dft_b[:m]
+    if lag:  # the 2 lag bins after each segment's first m
+        tail = np.lib.stride_tricks.sliding_window_view(bext[:, m:], 2 * lag, axis=1)[:, ::m]
+        fb += tail.reshape(n * nseg, 2 * lag) @ dft_b[m:size]
+    fb = fb.view(np.complex64).reshape(n, nseg, -1)
+    fa = np.ascontiguousarray(np.conj(fa).transpose(2, 0, 1))  # (F, n, nseg)
+    fb = np.ascontiguousarray(fb.transpose(2, 1, 0))  # (F, nseg, n)
+    num_freqs = fa.shape[0]
+    inverse = inverse.reshape(inverse.shape[0], 2 * num_freqs)
+    for first in range(0, n, _PAIR_ROWS):  # blocks of rows i: temporaries of a few MB
+        rows = slice(first, min(first + _PAIR_ROWS, n))
+        # cross-spectrum summed over segments, one complex matrix product per frequency: (F, rows, n)
+        spec_ij = fa[:, rows] @ fb
+        # r[l] = sum_p a_i(p) b_j(p + l) at the wanted lags: a real linear map of the spectrum's real and
+        # imaginary parts
+        parts = spec_ij.view(np.float32).reshape(num_freqs, -1, 2).transpose(0, 2, 1).reshape(2 * num_freqs, -1)
+        out_pairs[rows] = (inverse @ parts).T.reshape(spec_ij.shape[1], n, -1)
     remove_coincidences(times, t0, t1, k0, nbins, spec, out_pairs)
+
+
+_DFT_CACHE: dict = {}
+
+#: Rows (units) per block of the cross-spectrum in :func:`pair_sums`.
+_PAIR_ROWS = 32
+
+
+def _dft_matrices(m: int, lag: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Real DFT matrices of :func:`pair_sums` for segments of ``m`` bins and ``lag`` lag bins (cached).
+
+    Returns
+    -------
+    dft_a : np.ndarray
+        float32 ``(m, 2 F)``: a segment's ``m`` bins (at positions ``lag .. lag + m - 1`` of the length
+        ``size = m + 2 lag`` circle) to its ``F = size // 2 + 1`` DFT coefficients, real and imaginary
+        parts interleaved (so the product viewed as complex64 is the DFT).
+    dft_b : np.ndarray
+        float32 ``(size, 2 F)``: the same for the ``size`` bins around the segment (positions ``0 .. size - 1``).
+    inverse : np.ndarray
+        float32 ``(2 lag + 1, F, 2)``: weights of the real and imaginary parts of a cross-spectrum giving
+        its inverse DFT at the lags ``-lag .. lag``.
+    """
+    key = (m, lag)
+    if key not in _DFT_CACHE:
+        size = m + 2 * lag
+        freqs = np.arange(size // 2 + 1)
+        angle = -2.0 * np.pi * np.outer(np.arange(size), freqs) / size  # (size, F), float64
+        dft = np.stack([np.cos(angle), np.sin(angle)], axis=2).reshape(size, -1)
+        # Hermitian symmetry: the frequencies strictly between 0 and size / 2 count twice
+        weight = np.where((freqs == 0) | (2 * freqs == size), 1.0, 2.0) / size
+        theta = 2.0 * np.pi * np.outer(np.arange(-lag, lag + 1), freqs) / size  # (L, F)
+        inverse = np.stack([weight * np.cos(theta), -weight * np.sin(theta)], axis=2)
+        _DFT_CACHE[key] = (
+            np.ascontiguousarray(dft[lag : lag + m], dtype=np.float32),
+            np.ascontiguousarray(dft, dtype=np.float32),
+            np.ascontiguousarray(inverse, dtype=np.float32),
+        )
+    return _DFT_CACHE[key]
 
 
 def remove_coincidences(times, t0, t1, k0, nbins, spec, out_pairs) -> None:
@@ -279,7 +355,10 @@ def remove_coincidences(times, t0, t1, k0, nbins, spec, out_pairs) -> None:
     bins = bin_index(t_all, b) - k0
     in_chunk = (bins >= 0) & (bins < nbins)
     flat = []
-    num_lags = 2 * lag + 1
+    # spikes at most w apart are at most reach bins apart: only the lags -reach .. reach are corrected (a small
+    # histogram instead of one over all the lags of all pairs)
+    reach = min(lag, int(np.floor(w / b)) + 1)
+    width = 2 * reach + 1
     # spike p's partners are p + 1, p + 2, ... while within w; once t[p + shift] - t[p] > w, no later
     # shift can be close again (times are sorted), so only the still-close spikes are carried on
     active = np.arange(t_all.size - 1)
@@ -292,11 +371,12 @@ def remove_coincidences(times, t0, t1, k0, nbins, spec, out_pairs) -> None:
         other = u_all[p] != u_all[q]
         p, q = p[other], q[other]
         d = bins[q] - bins[p]
-        ok = np.abs(d) <= lag
+        ok = np.abs(d) <= reach
         for src, dst, dl in ((p, q, d), (q, p, -d)):
             sel = ok & in_chunk[src]
-            flat.append((u_all[src[sel]] * len(times) + u_all[dst[sel]]) * num_lags + dl[sel] + lag)
+            flat.append((u_all[src[sel]] * len(times) + u_all[dst[sel]]) * width + dl[sel] + reach)
         shift += 1
     if flat:
-        found = np.bincount(np.concatenate(flat), minlength=out_pairs.size).reshape(out_pairs.shape)
-        out_pairs -= found.astype(np.float32)
+        n = len(times)
+        found = np.bincount(np.concatenate(flat), minlength=n * n * width).reshape(n, n, width)
+        out_pairs[:, :, lag - reach : lag + reach + 1] -= found.astype(np.float32)

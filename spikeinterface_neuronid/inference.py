@@ -327,10 +327,8 @@ def _embed_spans(encoder, config, segments, max_units, seed, device, num_threads
                 config.fine_channel,
                 config.waveform_channel,
             )
-            x = np.concatenate(
-                [trains.bin(start + w * spec.window_s, spec.window_bins, spec.bin_s, group) for w in range(windows)],
-                axis=1,
-            )
+            window_starts = np.array([start + w * spec.window_s for w in range(windows)])
+            x = trains.bin_windows(window_starts, spec.window_bins, spec.bin_s, group)
             extra = dict(unit_inputs=torch.from_numpy(unit_inputs)[None].to(device))
             if edges is not None:
                 extra["edges"] = torch.from_numpy(edges)[None].to(device)

@@ -20,10 +20,10 @@ inputs for any subset of units. A training view of any length is therefore a sum
 inference accumulates the statistics of a whole span (minutes) without holding more than one chunk of spikes.
 
 Cost, for ``n`` units of one context group and ``T`` seconds: the pair sums take ``O(n^2 T)`` (one complex
-matrix product per frequency of 64-bin FFT segments, about ``16 n^2`` flops per 20 ms bin) and
-``n^2 (2 max_lag_bins + 1)`` floats of memory per chunk; the single-unit and spike-triggered statistics are
-``O(spikes)``. Groups of at most ``max_context_units`` units (the inference engine's unit groups) bound the
-pair cost for thousands of units.
+matrix product per frequency of the 94-point Fourier transforms of 64-bin segments, about ``6 n^2`` flops per
+20 ms bin) and ``n^2 (2 max_lag_bins + 1)`` floats of memory per chunk; the single-unit and spike-triggered
+statistics are ``O(spikes)``. Groups of at most ``max_context_units`` units (the inference engine's unit groups)
+bound the pair cost for thousands of units.
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ class StatsSpec:
         Edges of the spike-triggered population-rate lag bins, in ms, used on both sides of the spike
         (1 ms bins: a lag of ``[2, 3)`` ms is two bins after the spike's bin).
     segment_bins : int, default: 64
-        FFT segment length of the pair sums (must be >= 2 * max_lag_bins).
+        Segment length of the pair sums, in bins (must be >= 2 * max_lag_bins); each segment's Fourier
+        transform has ``segment_bins + 2 * max_lag_bins`` points.
     """
 
     chunk_s: float = 30.0
