@@ -420,8 +420,6 @@ def _drop_keys(obj, keys: tuple[str, ...]):
 
 def run(args) -> dict:
     """Simulate, embed and evaluate; returns the JSON document."""
-    import dataclasses
-
     import torch
 
     from spikeinterface_neuronid.bundle import ModelBundle
