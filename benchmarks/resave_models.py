@@ -16,6 +16,7 @@ and the config). For each shipped file (``neuronid-default.safetensors``, ``neur
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import hashlib
 import json
@@ -79,6 +80,8 @@ def _add_record(scores: dict, record: dict) -> None:
 
 
 def main() -> None:
+    # no options: the parser gives --help (which must not re-save anything) and rejects stray arguments
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     sys.path.insert(0, str(ROOT))  # the card writer: tools/release/cards.py
     from tools.release.cards import CARDS, write_card
 
