@@ -25,12 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _machine import machine_info
 
 HERE = Path(__file__).resolve().parent
 RUNS = ("1proc_1thread", "1proc_2threads", "2proc_1thread")
@@ -184,10 +185,7 @@ def main() -> None:
             warmup=args.warmup,
             rows=rows,
             total_s=round(time.perf_counter() - t_start, 1),
-            torch=torch.__version__,
-            python=platform.python_version(),
-            platform=platform.platform(),
-            cpu_count=os.cpu_count(),
+            **machine_info(),
         ),
     )
     print(f"wrote {args.output}")

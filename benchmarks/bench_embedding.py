@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _machine import machine_info
 
 HERE = Path(__file__).resolve().parent
 
@@ -102,7 +102,6 @@ def main() -> None:
 
     import numpy as np
     import spikeinterface
-    import torch
 
     from spikeinterface_neuronid._io import write_json
 
@@ -139,11 +138,8 @@ def main() -> None:
         memory_ratio_embedding_over_correlograms=emb["peak_rss_above_baseline_mib"]
         / max(ccg["peak_rss_above_baseline_mib"], 1e-9),
         machine=dict(
-            cpu_count=os.cpu_count(),
-            platform=platform.platform(),
-            python=platform.python_version(),
+            machine_info(),
             numpy=np.__version__,
-            torch=torch.__version__,
             spikeinterface=spikeinterface.__version__,
             numba=numba_version,
         ),

@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _machine import machine_info
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_POINTS = ("500x10", "2000x10", "5000x10", "500x40", "500x120")
@@ -104,8 +105,6 @@ def main() -> None:
             f"+{row['peak_mib_above_start']:.0f} MiB",
             flush=True,
         )
-    import torch
-
     write_json(
         args.output,
         dict(
@@ -115,10 +114,7 @@ def main() -> None:
             rows=rows,
             time_exponent_vs_units=_exponent(rows, "units", "minutes"),
             time_exponent_vs_duration=_exponent(rows, "minutes", "units"),
-            torch=torch.__version__,
-            python=platform.python_version(),
-            platform=platform.platform(),
-            cpu_count=os.cpu_count(),
+            **machine_info(),
         ),
     )
     print(f"wrote {args.output}")

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -43,6 +42,8 @@ import threading
 import time
 import warnings
 from pathlib import Path
+
+from _machine import machine_info
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_FILES = (2, 4, 8, 16)
@@ -102,20 +103,14 @@ def write_folder(folder: Path, num_files: int, neurons: int, minutes: float, see
 
 def _pss_mib(pid: int) -> float:
     """Proportional set size of a process (MiB); its VmRSS where smaps_rollup is unreadable; 0 once it is gone."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
+    for name, field in (("smaps_rollup", "Pss:"), ("status", "VmRSS:")):
+        try:
+            with open(f"/proc/{pid}/{name}") as f:
+                for line in f:
+                    if line.startswith(field):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
     return 0.0
 
 
@@ -318,8 +313,6 @@ def main() -> None:
                 flush=True,
             )
 
-    import torch
-
     by_mode = {m: [r for r in rows if r["mode"] == m and r["num_workers"] == 0] for m in args.modes}
     write_json(
         args.output,
@@ -346,10 +339,7 @@ def main() -> None:
             peak_mib_per_file={m: _slope(r, "peak_mib_above_start") for m, r in by_mode.items()},
             tree_pss_mib_per_file={m: _slope(r, "tree_pss_peak_mib_above_start") for m, r in by_mode.items()},
             total_s=round(time.perf_counter() - t_start, 1),
-            torch=torch.__version__,
-            python=platform.python_version(),
-            platform=platform.platform(),
-            cpu_count=os.cpu_count(),
+            **machine_info(),
             memory_gib=round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         ),
     )

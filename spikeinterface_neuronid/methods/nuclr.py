@@ -167,22 +167,20 @@ class NuCLREncoder(nn.Module):
         if len(self.spatiotemporal_blocks) == 0 and not torch.is_grad_enabled():
             # each (unit, window) sequence is independent of the others: small groups of sequences keep the
             # intermediate activations in cache (faster, same result up to float rounding)
-            out = torch.cat([self._temporal(part, rotary, layout) for part in x.split(_INFERENCE_ROWS)])
+            x = torch.cat([self._temporal(part, rotary, layout) for part in x.split(_INFERENCE_ROWS)])
         else:
-            x = self.read_in(x)
-            for block in self.temporal_blocks:
-                x = block(x, rotary, layout)
+            x = self._temporal(x, rotary, layout)
             for block in self.spatiotemporal_blocks:
                 x = block(x, rotary, layout)
-            out = x.mean(dim=1)
+        out = x.mean(dim=1)
         return out.new_zeros(batch * width, cfg.dim).index_copy(0, layout.index, out).view(batch, width, cfg.dim)
 
     def _temporal(self, x: Tensor, rotary: tuple[Tensor, Tensor], layout: UnitLayout) -> Tensor:
-        """Read-in, temporal blocks and token mean of packed sequences ``(rows, tokens, token_bins)``."""
+        """Read-in and temporal blocks of packed sequences ``(rows, tokens, token_bins)`` -> ``(rows, tokens, dim)``."""
         x = self.read_in(x)
         for block in self.temporal_blocks:
             x = block(x, rotary, layout)
-        return x.mean(dim=1)
+        return x
 
     def forward(
         self, counts: Tensor, unit_mask: Tensor, unit_inputs: Tensor | None = None, edges: Tensor | None = None
